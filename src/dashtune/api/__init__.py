@@ -1,0 +1,1 @@
+"""HTTP only: parses requests, calls services, renders DashScope envelopes."""

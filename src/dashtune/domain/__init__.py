@@ -1,0 +1,1 @@
+"""Plain types and rules with no I/O: states, ids, hyper-parameters, datasets, errors."""

@@ -1,0 +1,1 @@
+"""Claims queued jobs and runs them on an executor; heartbeats, cancellation, recovery."""

@@ -1,0 +1,1 @@
+"""Use cases: each function runs one rule-checked change inside one transaction."""

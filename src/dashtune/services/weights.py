@@ -1,0 +1,46 @@
+"""Where a model's weights are on disk: catalog base models and tuned outputs.
+
+Pure path resolution, no torch: the worker and the serving process build the built-in
+tiny model themselves (`trainer.tiny.ensure_tiny_model`) when `builtin` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dashtune.domain.errors import InvalidParameter
+from dashtune.services.engine import model_path
+from dashtune.services.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Weights:
+    base_path: str  # a HF model dir (or repo id to look up in the local HF cache)
+    adapter_path: str | None  # LoRA adapter on top of base_path
+    builtin: bool  # base_path is the built-in tiny model, to be generated if missing
+    base_model: str  # catalog id of the root base model
+
+
+def base_weights(rt: Runtime, model_id: str) -> tuple[str, bool]:
+    entry = rt.catalog.get(model_id)
+    if entry.builtin:
+        return str((rt.settings.models_dir / "builtin" / model_id).resolve()), True
+    source = entry.source
+    if source.startswith("/") or source.startswith("."):
+        return str(Path(source).resolve()), False
+    return source, False
+
+
+def resolve(rt: Runtime, workspace_id: str, name: str) -> Weights:
+    """A catalog id or a tuned model of the workspace -> the paths to load."""
+    if name in rt.catalog:
+        path, builtin = base_weights(rt, name)
+        return Weights(path, None, builtin, name)
+    row = model_path(rt, workspace_id, name)
+    if row is None:
+        raise InvalidParameter(f"Model '{name}' not found in the catalog or this workspace.")
+    if row.kind == "full":
+        return Weights(row.path, None, False, row.base_model)
+    path, builtin = base_weights(rt, row.base_model)
+    return Weights(path, row.path, builtin, row.base_model)

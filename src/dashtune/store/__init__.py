@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy tables and queries, Alembic migrations, the blob store."""

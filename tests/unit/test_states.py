@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from dashtune.domain.errors import UnsupportedOperation
+from dashtune.domain.states import Action, JobStatus, allowed_actions, can, transition
+
+
+def test_cancel_rules() -> None:
+    assert transition("j", JobStatus.PENDING, Action.CANCEL) is JobStatus.CANCELED
+    assert transition("j", JobStatus.QUEUING, Action.CANCEL) is JobStatus.CANCELED
+    assert transition("j", JobStatus.RUNNING, Action.CANCEL) is JobStatus.CANCELING
+    assert transition("j", JobStatus.CANCELING, Action.CANCEL) is JobStatus.CANCELING
+    for done in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED):
+        with pytest.raises(UnsupportedOperation, match="cannot be canceled"):
+            transition("j", done, Action.CANCEL)
+
+
+def test_delete_only_when_ended() -> None:
+    for live in (JobStatus.PENDING, JobStatus.QUEUING, JobStatus.RUNNING, JobStatus.CANCELING):
+        assert not can(live, Action.DELETE)
+        with pytest.raises(UnsupportedOperation, match="cancel it first"):
+            transition("j", live, Action.DELETE)
+    for done in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED):
+        assert can(done, Action.DELETE)
+
+
+def test_engine_transitions() -> None:
+    assert transition("j", JobStatus.PENDING, Action.VALIDATE) is JobStatus.QUEUING
+    assert transition("j", JobStatus.QUEUING, Action.START) is JobStatus.RUNNING
+    assert transition("j", JobStatus.RUNNING, Action.SUCCEED) is JobStatus.SUCCEEDED
+    assert transition("j", JobStatus.CANCELING, Action.STOPPED) is JobStatus.CANCELED
+    with pytest.raises(UnsupportedOperation):
+        transition("j", JobStatus.PENDING, Action.START)
+    with pytest.raises(UnsupportedOperation):
+        transition("j", JobStatus.SUCCEEDED, Action.FAIL)
+
+
+def test_allowed_actions() -> None:
+    assert allowed_actions(JobStatus.RUNNING) == ["cancel"]
+    assert allowed_actions(JobStatus.SUCCEEDED) == ["delete", "export"]
+    assert allowed_actions(JobStatus.FAILED) == ["delete"]
