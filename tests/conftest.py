@@ -109,10 +109,14 @@ def start_server(data_dir: Path, database_url: str, **env_overrides: str) -> Ser
             proc.kill()
             raise RuntimeError("server did not start:\n" + log_path.read_text())
         time.sleep(0.2)
+    # Printed on first start only: a restarted server has no new key to show.
     key = next(
-        line.split("=", 1)[1].strip()
-        for line in log_path.read_text().splitlines()
-        if "DASHSCOPE_API_KEY=" in line
+        (
+            line.split("=", 1)[1].strip()
+            for line in log_path.read_text().splitlines()
+            if "DASHSCOPE_API_KEY=" in line
+        ),
+        "",
     )
     return Server(base, key, data_dir, database_url, proc, log_path, env)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,7 +18,7 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 300 * 1024 * 1024
     max_page_size: int = 100
-    job_quota: int = Field(20, description="running-or-succeeded jobs per user (§3.6)")
+    job_quota: int = 20  # running-or-succeeded jobs per user (§3.6)
 
     # Training engine: "local" runs each job in a worker process; "none" leaves jobs
     # QUEUING (the control plane alone, used by its tests).

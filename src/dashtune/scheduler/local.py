@@ -18,6 +18,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+import psutil
+
 from dashtune.domain.states import JobStatus
 from dashtune.services import engine
 from dashtune.services.runtime import Runtime
@@ -87,6 +89,14 @@ class LocalExecutor:
             del self.workers[job_id]
             status = engine.worker_exited(self.rt, job_id, rc)
             log.info("worker of job %s exited rc=%s; job %s", job_id, rc, status)
+
+    def fail_lost_here(self) -> None:
+        """Jobs this host ran whose worker process is gone, e.g. after a server restart:
+        ended at once instead of after the heartbeat timeout."""
+        for job_id, pid in engine.live_jobs_on(self.rt, self.host):
+            if job_id not in self.workers and (pid is None or not psutil.pid_exists(pid)):
+                status = engine.worker_exited(self.rt, job_id, None)
+                log.info("job %s lost its worker (pid %s); now %s", job_id, pid, status)
 
     def enforce_cancels(self) -> None:
         grace = self.rt.settings.cancel_grace_seconds

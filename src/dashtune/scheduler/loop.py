@@ -51,6 +51,7 @@ class Scheduler:
         engine.fail_lost(rt, rt.settings.heartbeat_timeout, alive)
         if self.executor is not None:
             self.executor.reap()
+            self.executor.fail_lost_here()
             self.executor.enforce_cancels()
             while self.executor.free_slots() > 0:
                 job = engine.claim_next(rt, self.executor.host)

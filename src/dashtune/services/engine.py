@@ -180,7 +180,6 @@ def add_checkpoint(
             s.add(row)
         else:
             row.path, row.metrics = path, metrics
-        append_lines(s, job_id, [f"Checkpoint saved: {name} (step {step})."])
 
 
 def remove_checkpoint(rt: Runtime, job_id: str, name: str) -> None:
@@ -224,14 +223,7 @@ def finish(rt: Runtime, job_id: str, outcome: Outcome) -> str | None:
             job.progress = 1.0
             job.eta_seconds = 0.0
             _register_output(s, job, outcome.final_path)
-            append_lines(
-                s,
-                job_id,
-                [
-                    f"training usage {outcome.usage}",
-                    f"Fine-tune succeeded: model '{job.finetuned_output}'.",
-                ],
-            )
+            append_lines(s, job_id, [f"Fine-tune succeeded: model '{job.finetuned_output}'."])
         return job.status
 
 
@@ -285,13 +277,28 @@ def fail_lost(rt: Runtime, timeout: float, alive: set[str] | None = None) -> lis
     return ended
 
 
+def live_jobs_on(rt: Runtime, host: str) -> list[tuple[str, int | None]]:
+    """(job id, worker pid) of RUNNING/CANCELING jobs claimed by `host`."""
+    with rt.db.read() as s:
+        rows = s.execute(
+            select(Job.id, Job.worker_pid).where(Job.status.in_(LIVE), Job.worker_host == host)
+        ).all()
+    return [(r.id, r.worker_pid) for r in rows]
+
+
 def worker_exited(rt: Runtime, job_id: str, returncode: int | None) -> str | None:
     """The scheduler saw the worker process exit; a job it left live ends here."""
     with rt.db.write() as s:
         job = s.get(Job, job_id)
         if job is None or job.status not in LIVE:
             return job.status if job else None
-        _end_lost(s, job, f"exit code {returncode}")
+        if returncode is None:
+            why = "its process is gone"
+        elif returncode < 0:
+            why = f"killed by signal {-returncode}"
+        else:
+            why = f"exit code {returncode}"
+        _end_lost(s, job, why)
         return job.status
 
 

@@ -1,0 +1,175 @@
+"""`train(spec, reporter)`: one job from data to final model, for every training type.
+
+The steps read top to bottom: read and encode the data, load the model, evaluate at
+step 0, train, evaluate at the end, save the final model. The per-type parts (encoding
+and the TRL trainer) live in sft.py, cpt.py and dpo.py.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from typing import Any
+
+from dashtune.trainer.data import Encoded, encode_all, read_rows, split_validation
+from dashtune.trainer.errors import INVALID_DATASET, TRAINING_FAILED, TrainingError
+from dashtune.trainer.spec import TRAINING_TYPES, Reporter, TrainResult, TrainSpec
+
+# Documented cloud keys with no effect here; the API accepts them (domain.hyperparams).
+NOT_APPLIED = ("data_augmentation", "augmentation_types", "augmentation_ratio", "freeze_vit")
+
+
+def _quiet_process(threads: int) -> None:
+    """Worker-process settings: no hub access, no progress bars, `threads` torch threads."""
+    # Read by huggingface_hub at import, so set before the first transformers import.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    import datasets
+    import torch
+    import transformers
+
+    torch.set_num_threads(threads)  # more threads than cores stalls tiny models (feasibility P1)
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    # TRL 1.16 calls names transformers 5.24 deprecates (feasibility P10): noise in job logs.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _summary(kind: str, enc: Encoded, max_length: int) -> str:
+    line = f"{kind} data: {len(enc.samples)} samples"
+    if enc.too_long:
+        line += f", dropped {enc.too_long} longer than max_length={max_length} tokens"
+    if enc.untrained:
+        line += f", dropped {enc.untrained} with no token to train (loss_weight 0, prompt_loss 0)"
+    return line
+
+
+def _encoder(spec: TrainSpec, tok: Any) -> Any:
+    if spec.is_dpo:
+        from dashtune.trainer.dpo import preference_encoder
+
+        return preference_encoder(tok)
+    if spec.training_type == "cpt":
+        from dashtune.trainer.cpt import text_encoder
+
+        return text_encoder(tok)
+    from dashtune.trainer.sft import chat_encoder
+
+    return chat_encoder(tok, spec.hyper_parameters["prompt_loss"])
+
+
+def _datasets(spec: TrainSpec, tok: Any, reporter: Reporter) -> tuple[list[Any], list[Any]]:
+    """Training and validation samples, encoded, with over-long ones dropped and logged."""
+    hp = spec.hyper_parameters
+    encode = _encoder(spec, tok)
+    train = encode_all(read_rows(spec.training_files, spec.training_type), encode, hp["max_length"])
+    reporter.log(_summary("training", train, hp["max_length"]))
+    if spec.validation_files:
+        rows = read_rows(spec.validation_files, spec.training_type)
+        val = encode_all(rows, encode, hp["max_length"])
+        reporter.log(_summary("validation", val, hp["max_length"]))
+        train_samples, val_samples = train.samples, val.samples
+    else:
+        train_samples, val_samples = split_validation(
+            train.samples, hp["split"], hp["max_split_val_dataset_sample"], hp["seed"]
+        )
+        reporter.log(
+            f"validation split: {len(val_samples)} of {len(train.samples)} samples held out"
+        )
+    if not train_samples:
+        raise TrainingError(
+            INVALID_DATASET,
+            "no training sample left to train on: "
+            + _summary("training", train, hp["max_length"]).split(": ", 1)[1],
+        )
+    return train_samples, val_samples
+
+
+def _build_trainer(
+    spec: TrainSpec, model: Any, tok: Any, train: list[Any], val: list[Any], callbacks: list[Any]
+) -> Any:
+    from dashtune.trainer.arguments import common_arguments
+    from dashtune.trainer.model import lora_config
+
+    hp = spec.hyper_parameters
+    args = common_arguments(spec.output_dir, hp, len(train), has_eval=bool(val))
+    new_adapter = lora_config(hp) if spec.is_lora and spec.adapter_path is None else None
+    if spec.is_dpo:
+        from dashtune.trainer import dpo
+
+        return dpo.build_trainer(
+            model, tok, args, train, val, new_adapter, callbacks, beta=hp["dpo_beta"]
+        )
+    from dashtune.trainer import sft
+
+    sft.strip_unit_weights(train + val)
+    return sft.build_trainer(model, tok, args, train, val, new_adapter, callbacks)
+
+
+def _log_kept_adapter(model: Any, hp: dict[str, Any], reporter: Reporter) -> None:
+    """A continued adapter keeps its own shape; say so when this job asked for another."""
+    cfg = model.peft_config["default"]
+    asked = (hp["lora_rank"], hp["lora_alpha"])
+    if asked != (cfg.r, cfg.lora_alpha):
+        reporter.log(
+            f"continuing the adapter with its own lora_rank={cfg.r} lora_alpha={cfg.lora_alpha}; "
+            f"this job's lora_rank={asked[0]} lora_alpha={asked[1]} are not applied"
+        )
+
+
+def train(spec: TrainSpec, reporter: Reporter, threads: int = 1) -> TrainResult:
+    """Run one training job; raises TrainingError for failures the user can fix."""
+    if spec.training_type not in TRAINING_TYPES:
+        raise TrainingError(TRAINING_FAILED, f"unknown training_type {spec.training_type!r}")
+    _quiet_process(threads)
+    from transformers import PrinterCallback, set_seed
+
+    from dashtune.trainer.callbacks import ReportCallback, StopOnFile
+    from dashtune.trainer.model import load_model, load_tokenizer, save_final
+
+    hp = spec.hyper_parameters
+    final = os.path.join(spec.output_dir, "final")
+    if spec.stop_file and os.path.exists(spec.stop_file):  # canceled while queued: do no work
+        reporter.log("canceled before training started; training usage 0 tokens")
+        return TrainResult(usage_tokens=0, final_path=final, canceled=True)
+    for key in NOT_APPLIED:
+        if key in hp:
+            reporter.log(f"hyper-parameter {key} is not applied by this trainer")
+
+    tok = load_tokenizer(spec.model_path)
+    train_samples, val_samples = _datasets(spec, tok, reporter)
+    set_seed(hp["seed"])  # before the model: a new LoRA adapter is initialised randomly
+    model = load_model(spec)
+    if spec.is_lora and spec.adapter_path:
+        _log_kept_adapter(model, hp, reporter)
+    stop, report = StopOnFile(spec.stop_file), ReportCallback(reporter)
+    trainer = _build_trainer(spec, model, tok, train_samples, val_samples, [stop, report])
+    trainer.remove_callback(PrinterCallback)  # the reporter is the log; keep stdout quiet
+    reporter.log(
+        f"training {spec.training_type} for {hp['n_epochs']} epoch(s), "
+        f"{trainer.args.per_device_train_batch_size} samples a batch"
+        + (f" (adapter from {spec.adapter_path})" if spec.adapter_path else "")
+    )
+
+    if val_samples:
+        trainer.evaluate()  # step 0: the loss the run starts from
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    tokens = int(trainer.state.num_input_tokens_seen)
+    reporter.log(
+        f"trained {trainer.state.global_step} steps in {seconds:.1f} s "
+        f"({tokens / seconds if seconds else 0:.0f} tokens/s including eval and saves)"
+    )
+    if stop.stopped:
+        reporter.log(
+            f"canceled at step {trainer.state.global_step}; training usage {tokens} tokens"
+        )
+        return TrainResult(usage_tokens=tokens, final_path=final, canceled=True)
+    if val_samples and report.last_eval_step != trainer.state.global_step:
+        trainer.evaluate()
+    save_final(trainer.model, tok, final)
+    reporter.log(f"final model saved: {final}")
+    reporter.log(f"training usage {tokens} tokens")
+    return TrainResult(usage_tokens=tokens, final_path=final, canceled=False)

@@ -1,0 +1,175 @@
+"""Supervised fine-tuning on chat samples with per-token loss weights (TRL SFTTrainer).
+
+Each token's weight is its assistant message's `loss_weight` (default 1) or, outside
+assistant messages, `prompt_loss` (default 0). The loss is the weight-averaged token
+loss: sum(w * nll) / sum(w). When every trained token weighs 1 (the common case) the
+weights are left out and TRL's own loss runs unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from trl import SFTConfig, SFTTrainer
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from dashtune.trainer.errors import TRAINING_FAILED, TrainingError
+
+Sample = dict[str, Any]
+
+
+def training_template(tok: Any) -> str | None:
+    """A chat template with {% generation %} markers: the model's own, or TRL's patched one."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if not tok.chat_template:
+        raise TrainingError(TRAINING_FAILED, "the model has no chat template to render messages")
+    if has_generation_markers(tok.chat_template):
+        return None
+    try:
+        return get_training_chat_template(tok)
+    except ValueError as exc:
+        raise TrainingError(
+            TRAINING_FAILED, f"the model's chat template cannot mark assistant tokens: {exc}"
+        ) from None
+
+
+def _runs(mask: list[int]) -> list[tuple[int, int]]:
+    """[start, end) of each run of 1s: one per rendered assistant message, in order."""
+    spans, start = [], None
+    for i, bit in enumerate([*mask, 0]):
+        if bit and start is None:
+            start = i
+        elif not bit and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+def chat_encoder(tok: Any, prompt_loss: float) -> Callable[[Sample], tuple[Sample, int] | None]:
+    """Turn a `{"messages": [...]}` row into input_ids, labels and per-token loss weights."""
+    template = training_template(tok)
+
+    def encode(row: Sample) -> tuple[Sample, int] | None:
+        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+        enc = tok.apply_chat_template(
+            messages,
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+            chat_template=template,
+        )
+        ids: list[int] = list(enc["input_ids"])
+        spans = _runs(list(enc["assistant_masks"]))
+        asked = [
+            float(m.get("loss_weight", 1.0)) for m in row["messages"] if m["role"] == "assistant"
+        ]
+        if len(spans) != len(
+            asked
+        ):  # the template merged or skipped a message: only a uniform weight maps
+            if len(set(asked)) > 1:
+                raise TrainingError(
+                    TRAINING_FAILED,
+                    "per-message loss_weight needs one rendered span per assistant message; "
+                    "this chat template does not give that",
+                )
+            asked = asked[:1] * len(spans)
+        weights = [prompt_loss] * len(ids)
+        for (start, end), w in zip(spans, asked, strict=True):
+            weights[start:end] = [w] * (end - start)
+        if not any(w > 0 for w in weights[1:]):  # the first token is never a prediction target
+            return None
+        labels = [t if w > 0 else -100 for t, w in zip(ids, weights, strict=True)]
+        return {"input_ids": ids, "labels": labels, "loss_weights": weights}, len(ids)
+
+    return encode
+
+
+def strip_unit_weights(samples: list[Sample]) -> bool:
+    """Drop the weights when every trained token weighs 1; return whether weights remain."""
+    weighted = any(
+        w not in (0.0, 1.0) for s in samples if "loss_weights" in s for w in s["loss_weights"]
+    )
+    if not weighted:
+        for s in samples:
+            s.pop("loss_weights", None)
+    return weighted
+
+
+class WeightedCollator:
+    """TRL's padding collator, plus the `loss_weights` column padded with zeros."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.base = DataCollatorForLanguageModeling(pad_token_id=pad_token_id)
+
+    def __call__(self, examples: list[Sample]) -> dict[str, Any]:
+        batch: dict[str, Any] = self.base(
+            [{"input_ids": e["input_ids"], "labels": e["labels"]} for e in examples]
+        )
+        if "loss_weights" in examples[0]:
+            batch["loss_weights"] = torch.nn.utils.rnn.pad_sequence(
+                [torch.tensor(e["loss_weights"], dtype=torch.float32) for e in examples],
+                batch_first=True,
+                padding_value=0.0,
+            )
+        return batch
+
+
+class WeightedSFTTrainer(SFTTrainer):
+    """SFTTrainer whose loss honours per-token weights when the batch carries them."""
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        columns: list[str] = self._signature_columns or []
+        if "loss_weights" not in columns:
+            self._signature_columns = [*columns, "loss_weights"]  # type: ignore[assignment]
+
+    def _get_num_items_in_batch(self, batch_samples: list[Any], device: Any) -> Any:
+        # Gradient accumulation normalises by the whole window: the sum of its weights.
+        if batch_samples and "loss_weights" in batch_samples[0]:
+            return sum(b["loss_weights"][..., 1:].sum() for b in batch_samples).to(device)
+        return super()._get_num_items_in_batch(batch_samples, device)
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        weights = inputs.pop("loss_weights", None)
+        if weights is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs["use_cache"] = False
+        outputs = model(**inputs, fused_lm_head=True)  # per-token log-probs of labels[:, 1:]
+        w = weights[:, 1:].to(outputs.log_probs.dtype)
+        total = w.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = -(outputs.log_probs * w).sum() / torch.as_tensor(total).clamp(min=1e-8)
+        return (loss, outputs) if return_outputs else loss
+
+
+def build_trainer(
+    model: Any,
+    tok: Any,
+    args: dict[str, Any],
+    train: list[Sample],
+    val: list[Sample],
+    peft_config: Any,
+    callbacks: list[Any],
+) -> Any:
+    """A trainer over samples that are already tokenized and labelled (SFT and CPT)."""
+    from datasets import Dataset
+
+    config = SFTConfig(**args, dataset_kwargs={"skip_prepare_dataset": True})
+    return WeightedSFTTrainer(
+        model=model,
+        args=config,
+        processing_class=tok,
+        train_dataset=Dataset.from_list(train),
+        eval_dataset=Dataset.from_list(val) if val else None,
+        data_collator=WeightedCollator(tok.pad_token_id),
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )

@@ -1,0 +1,93 @@
+"""A server with the local executor: jobs really train, in worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Server, start_server, stop_server
+
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED")
+
+
+@pytest.fixture(scope="session")
+def train_server(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+    """SQLite by default; DASHTUNE_E2E_BACKEND=postgres runs the same tests on PostgreSQL."""
+    backend = os.environ.get("DASHTUNE_E2E_BACKEND", "sqlite")
+    data_dir = tmp_path_factory.mktemp(f"e2e-{backend}")
+    srv = start_server(
+        data_dir,
+        database_factory(backend, data_dir),
+        DASHTUNE_EXECUTOR="local",
+        DASHTUNE_MAX_CONCURRENT_JOBS="2",
+        DASHTUNE_HEARTBEAT_INTERVAL="1",
+        DASHTUNE_CANCEL_GRACE_SECONDS="5",
+    )
+    yield srv
+    stop_server(srv)
+
+
+def words(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(3, 5))) for _ in range(n)]
+
+
+def rows_for(training_type: str, n: int = 64, seed: int = 0) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for w in words(n, seed):
+        if training_type in ("dpo_full", "dpo_lora"):
+            # A preference that holds for every prompt, so held-out eval loss can fall too.
+            out.append(
+                {
+                    "messages": [{"role": "user", "content": f"reverse {w}"}],
+                    "chosen": {"role": "assistant", "content": f"sure: {w[::-1]}"},
+                    "rejected": {"role": "assistant", "content": f"no {w}"},
+                }
+            )
+        elif training_type == "cpt":
+            out.append({"text": f"the word {w} reversed is {w[::-1]}"})
+        else:
+            out.append(
+                {
+                    "messages": [
+                        {"role": "system", "content": "You reverse words."},
+                        {"role": "user", "content": f"reverse {w}"},
+                        {"role": "assistant", "content": w[::-1]},
+                    ]
+                }
+            )
+    return out
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def wait_terminal(c: httpx.Client, job_id: str, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = c.get(f"/fine-tunes/{job_id}").json()["output"]
+        if job["status"] in TERMINAL:
+            return dict(job)
+        assert time.monotonic() < deadline, f"{job_id} still {job['status']}"
+        time.sleep(0.5)
+
+
+def wait_for(c: httpx.Client, job_id: str, pred: Any, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = c.get(f"/fine-tunes/{job_id}").json()["output"]
+        if pred(job):
+            return dict(job)
+        assert job["status"] not in TERMINAL or pred(job), job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)

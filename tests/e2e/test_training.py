@@ -1,0 +1,276 @@
+"""Real training through the API on the tiny model: every training type, cancel, kill, delete."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import dashscope
+import psutil
+import pytest
+from dashscope import Files, FineTunes
+
+from dashtune.store.tables import Job
+from tests.conftest import Server
+from tests.e2e.conftest import rows_for, wait_for, wait_terminal, write_jsonl
+
+pytestmark = pytest.mark.e2e
+
+HP: dict[str, dict[str, Any]] = {
+    "sft": {"learning_rate": 3e-3},
+    "efficient_sft": {"learning_rate": 5e-3, "lora_rank": 8, "lora_alpha": 16},
+    "dpo_full": {"learning_rate": 1e-3},
+    "dpo_lora": {"learning_rate": 5e-3},
+    "cpt": {"learning_rate": 3e-3},
+}
+COMMON = {
+    "n_epochs": 3,
+    "batch_size": 8,
+    "max_length": 64,
+    "eval_steps": 5,
+    "logging_steps": 2,
+    "lr_scheduler_type": "constant",
+    "warmup_ratio": 0,
+    "save_strategy": "steps",
+    "save_steps": 8,
+    "save_total_limit": 2,
+}
+
+
+def worker_pid(server: Server, job_id: str) -> int | None:
+    rt = server.runtime()
+    try:
+        with rt.db.read() as s:
+            job = s.get(Job, job_id)
+            return job.worker_pid if job else None
+    finally:
+        rt.close()
+
+
+@pytest.fixture(scope="module")
+def trained(
+    train_server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, Any]]:
+    """One job of each training type, created through the 1.x SDK and run to the end."""
+    dashscope.base_http_api_url = train_server.api
+    tmp = tmp_path_factory.mktemp("data")
+    jobs = {}
+    for tt in HP:
+        path = write_jsonl(tmp / f"{tt}.jsonl", rows_for(tt))
+        fid = Files.upload(str(path), api_key=train_server.key).output["uploaded_files"][0][
+            "file_id"
+        ]
+        rsp = FineTunes.call(
+            model="dashtune-tiny",
+            training_file_ids=[fid],
+            mode=tt,
+            hyper_parameters={**COMMON, **HP[tt]},
+            api_key=train_server.key,
+        )
+        assert rsp.status_code == 200, rsp
+        jobs[tt] = rsp.output["job_id"]
+    with train_server.http() as c:
+        return {tt: wait_terminal(c, jid) for tt, jid in jobs.items()}
+
+
+@pytest.mark.parametrize("training_type", list(HP))
+def test_each_training_type_succeeds_and_learns(
+    train_server: Server, trained: dict[str, dict[str, Any]], training_type: str
+) -> None:
+    job = trained[training_type]
+    assert job["status"] == "SUCCEEDED", job
+    assert job["usage"] > 0 and job["progress"] == 1.0 and job["end_time"]
+    with train_server.http() as c:
+        points = c.get(f"/fine-tunes/{job['job_id']}/metrics").json()["output"]["metrics"]
+        evals = [p["eval_loss"] for p in points if "eval_loss" in p]
+        assert len(evals) >= 2 and evals[-1] < evals[0], evals
+        assert any("loss" in p for p in points)
+        logs = c.get(f"/fine-tunes/{job['job_id']}/logs", params={"line": 1000}).json()["output"]
+        text = "\n".join(logs["logs"])
+        for needle in (
+            "eval_loss",
+            "loss=",
+            "tokens/s",
+            "checkpoint saved",
+            f"training usage {job['usage']}",
+        ):
+            assert needle in text, needle
+        cps = c.get(f"/fine-tunes/{job['job_id']}/checkpoints").json()["output"]
+        assert cps and cps[-1]["model_name"] == job["finetuned_output"]
+        assert cps[-1]["status"] == "SUCCEEDED" and len(cps) <= 2
+    final = train_server.data_dir / "jobs" / job["job_id"] / "final"
+    names = {p.name for p in final.iterdir()}
+    weights = (
+        "adapter_model.safetensors"
+        if training_type.endswith(("lora", "efficient_sft"))
+        else "model.safetensors"
+    )
+    assert weights in names and "tokenizer.json" in names, names
+
+
+@pytest.mark.parametrize("training_type", ["efficient_sft", "sft"])
+def test_outputs_reload_with_transformers_and_generate(
+    train_server: Server, trained: dict[str, dict[str, Any]], training_type: str
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    final = str(train_server.data_dir / "jobs" / trained[training_type]["job_id"] / "final")
+    tok = AutoTokenizer.from_pretrained(final)
+    if training_type == "efficient_sft":
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(final)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(final)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "reverse abcd"}],
+        add_generation_prompt=True,
+        return_dict=True,
+        return_tensors="pt",
+    )
+    out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    text = tok.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert isinstance(text, str) and out.shape[1] > prompt["input_ids"].shape[1]
+
+
+def test_continue_training_from_a_tuned_model(
+    train_server: Server, trained: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    parent = trained["efficient_sft"]
+    with train_server.http() as c:
+        fid = c.post(
+            "/files",
+            files={
+                "files": (
+                    "more.jsonl",
+                    write_jsonl(tmp_path / "m.jsonl", rows_for("sft", 32, 5)).read_bytes(),
+                )
+            },
+        ).json()["data"]["uploaded_files"][0]["file_id"]
+        r = c.post(
+            "/fine-tunes",
+            json={
+                "model": parent["finetuned_output"],
+                "training_file_ids": [fid],
+                "training_type": "efficient_sft",
+                "hyper_parameters": {"n_epochs": 1, "learning_rate": 5e-3, "lora_rank": 4},
+            },
+        )
+        assert r.status_code == 400 and "lora_rank" in r.json()["message"]
+        r = c.post(
+            "/fine-tunes",
+            json={
+                "model": parent["finetuned_output"],
+                "training_file_ids": [fid],
+                "training_type": "efficient_sft",
+                "hyper_parameters": {"n_epochs": 1, "learning_rate": 5e-3, "max_length": 64},
+            },
+        )
+        assert r.status_code == 200, r.text
+        child = wait_terminal(c, r.json()["output"]["job_id"])
+        assert child["status"] == "SUCCEEDED", child
+        assert (
+            child["base_model"] == "dashtune-tiny" and child["model"] == parent["finetuned_output"]
+        )
+
+
+def test_cancel_while_running_stops_the_worker(train_server: Server, tmp_path: Path) -> None:
+    with train_server.http() as c:
+        fid = c.post(
+            "/files",
+            files={
+                "files": (
+                    "c.jsonl",
+                    write_jsonl(tmp_path / "c.jsonl", rows_for("sft", 256)).read_bytes(),
+                )
+            },
+        ).json()["data"]["uploaded_files"][0]["file_id"]
+        job = c.post(
+            "/fine-tunes",
+            json={
+                "model": "dashtune-tiny",
+                "training_file_ids": [fid],
+                "hyper_parameters": {"n_epochs": 50, "max_length": 64, "logging_steps": 1},
+            },
+        ).json()["output"]
+        wait_for(c, job["job_id"], lambda j: j["status"] == "RUNNING" and j["progress"] > 0)
+        pid = worker_pid(train_server, job["job_id"])
+        assert pid and psutil.pid_exists(pid)
+        t0 = time.monotonic()
+        assert c.post(f"/fine-tunes/{job['job_id']}/cancel").json()["output"] == {
+            "status": "success"
+        }
+        assert c.get(f"/fine-tunes/{job['job_id']}").json()["output"]["status"] in (
+            "CANCELING",
+            "CANCELED",
+        )
+        done = wait_terminal(c, job["job_id"], timeout=60)
+        assert done["status"] == "CANCELED" and done["end_time"]
+        assert time.monotonic() - t0 < 30
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "worker still alive after CANCELED"
+            time.sleep(0.1)
+        # Nothing trains after CANCELED: the metrics stop moving.
+        n = len(c.get(f"/fine-tunes/{job['job_id']}/metrics").json()["output"]["metrics"])
+        time.sleep(2)
+        assert len(c.get(f"/fine-tunes/{job['job_id']}/metrics").json()["output"]["metrics"]) == n
+        # Delete removes every artifact of the job.
+        artifacts = train_server.data_dir / "jobs" / job["job_id"]
+        assert artifacts.exists()
+        assert c.delete(f"/fine-tunes/{job['job_id']}").status_code == 200
+        assert not artifacts.exists()
+
+
+def test_killed_worker_fails_the_job(train_server: Server, tmp_path: Path) -> None:
+    with train_server.http() as c:
+        fid = c.post(
+            "/files",
+            files={
+                "files": (
+                    "k.jsonl",
+                    write_jsonl(tmp_path / "k.jsonl", rows_for("sft", 256)).read_bytes(),
+                )
+            },
+        ).json()["data"]["uploaded_files"][0]["file_id"]
+        job = c.post(
+            "/fine-tunes",
+            json={
+                "model": "dashtune-tiny",
+                "training_file_ids": [fid],
+                "hyper_parameters": {"n_epochs": 50, "max_length": 64},
+            },
+        ).json()["output"]
+        wait_for(c, job["job_id"], lambda j: j["status"] == "RUNNING" and j["progress"] > 0)
+        pid = worker_pid(train_server, job["job_id"])
+        assert pid
+        os.kill(pid, signal.SIGKILL)
+        done = wait_terminal(c, job["job_id"], timeout=30)
+        assert done["status"] == "FAILED" and done["code"] == "WorkerLost"
+        assert "signal 9" in done["message"]
+
+
+def test_unloadable_base_model_fails_with_a_clear_message(
+    train_server: Server, tmp_path: Path
+) -> None:
+    with train_server.http() as c:
+        fid = c.post(
+            "/files",
+            files={
+                "files": (
+                    "q.jsonl",
+                    write_jsonl(tmp_path / "q.jsonl", rows_for("sft", 8)).read_bytes(),
+                )
+            },
+        ).json()["data"]["uploaded_files"][0]["file_id"]
+        job = c.post(
+            "/fine-tunes", json={"model": "qwen2.5-0.5b-instruct", "training_file_ids": [fid]}
+        ).json()["output"]
+        done = wait_terminal(c, job["job_id"], timeout=60)
+        assert done["status"] == "FAILED" and done["code"] == "ModelLoadError", done
+        assert "Qwen/Qwen2.5-0.5B-Instruct" in done["message"]
