@@ -274,3 +274,57 @@ def test_unloadable_base_model_fails_with_a_clear_message(
         done = wait_terminal(c, job["job_id"], timeout=60)
         assert done["status"] == "FAILED" and done["code"] == "ModelLoadError", done
         assert "Qwen/Qwen2.5-0.5B-Instruct" in done["message"]
+
+
+def test_validation_file_is_used_instead_of_the_split(
+    train_server: Server, trained: dict[str, dict[str, Any]]
+) -> None:
+    job = trained["cpt"]
+    assert len(job["validation_file_ids"]) == 1
+    with train_server.http() as c:
+        text = "\n".join(
+            c.get(f"/fine-tunes/{job['job_id']}/logs", params={"line": 1000}).json()["output"][
+                "logs"
+            ]
+        )
+    assert "validation data: 16 samples" in text and "held out" not in text, text
+
+
+def test_export_a_real_checkpoint(train_server: Server, trained: dict[str, dict[str, Any]]) -> None:
+    job = trained["sft"]
+    with train_server.http() as c:
+        cps = c.get(f"/fine-tunes/{job['job_id']}/checkpoints").json()["output"]
+        first = cps[0]
+        assert first["status"] == "PENDING" and first["checkpoint"] != cps[-1]["checkpoint"]
+        r = c.get(
+            f"/fine-tunes/{job['job_id']}/export/{first['checkpoint']}",
+            params={"model_name": "sft-early"},
+        )
+        assert r.json()["output"] is True
+        deadline = time.monotonic() + 30
+        while (cp := c.get(f"/fine-tunes/{job['job_id']}/checkpoints").json()["output"][0])[
+            "status"
+        ] != "SUCCEEDED":
+            assert time.monotonic() < deadline, cp
+            time.sleep(0.2)
+    exported = train_server.data_dir / "models" / job["job_id"] / first["checkpoint"]
+    assert (exported / "model.safetensors").exists() and (exported / "tokenizer.json").exists()
+
+
+def test_stream_shows_progress_while_the_job_runs(train_server: Server, tmp_path: Path) -> None:
+    dashscope.base_http_api_url = train_server.api
+    path = write_jsonl(tmp_path / "s.jsonl", rows_for("sft", 64, seed=3))
+    fid = Files.upload(str(path), api_key=train_server.key).output["uploaded_files"][0]["file_id"]
+    job_id = FineTunes.call(
+        model="dashtune-tiny",
+        training_file_ids=[fid],
+        hyper_parameters={**COMMON, "learning_rate": 3e-3},
+        api_key=train_server.key,
+    ).output["job_id"]
+    kinds: dict[str, list[Any]] = {"status": [], "log": [], "metrics": []}
+    for event in FineTunes.stream_events(job_id, api_key=train_server.key):
+        kinds[event.output["type"]].append(event.output)
+    statuses = [e["status"] for e in kinds["status"]]
+    assert "RUNNING" in statuses and statuses[-1] == "SUCCEEDED", statuses
+    assert any("loss=" in e["line"] for e in kinds["log"])
+    assert any("loss" in e for e in kinds["metrics"])
