@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -63,9 +64,15 @@ def trained(
         fid = Files.upload(str(path), api_key=train_server.key).output["uploaded_files"][0][
             "file_id"
         ]
+        validation = None
+        if tt == "cpt":  # one job with an explicit validation file instead of the split
+            vpath = write_jsonl(tmp / "cpt-val.jsonl", rows_for(tt, 16, seed=7))
+            up = Files.upload(str(vpath), api_key=train_server.key)
+            validation = [up.output["uploaded_files"][0]["file_id"]]
         rsp = FineTunes.call(
             model="dashtune-tiny",
             training_file_ids=[fid],
+            validation_file_ids=validation,
             mode=tt,
             hyper_parameters={**COMMON, **HP[tt]},
             api_key=train_server.key,
@@ -323,7 +330,9 @@ def test_stream_shows_progress_while_the_job_runs(train_server: Server, tmp_path
     ).output["job_id"]
     kinds: dict[str, list[Any]] = {"status": [], "log": [], "metrics": []}
     for event in FineTunes.stream_events(job_id, api_key=train_server.key):
-        kinds[event.output["type"]].append(event.output)
+        # The 1.x SDK yields each `data:` payload as the raw JSON text.
+        payload = json.loads(event.output) if isinstance(event.output, str) else event.output
+        kinds[payload["type"]].append(payload)
     statuses = [e["status"] for e in kinds["status"]]
     assert "RUNNING" in statuses and statuses[-1] == "SUCCEEDED", statuses
     assert any("loss=" in e["line"] for e in kinds["log"])
