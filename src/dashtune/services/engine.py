@@ -87,6 +87,9 @@ def _fail(s: Any, job: Job, code: str, message: str, traceback: str | None = Non
 
 def claim_next(rt: Runtime, host: str) -> Job | None:
     """Atomically take the oldest QUEUING job (SKIP LOCKED on PostgreSQL) and mark it RUNNING."""
+    with rt.db.read() as s:  # most ticks find nothing: no write lock for them
+        if s.scalar(select(Job.id).where(Job.status == JobStatus.QUEUING.value).limit(1)) is None:
+            return None
     with rt.db.write() as s:
         q = (
             select(Job)
@@ -265,15 +268,22 @@ def _register_output(s: Any, job: Job, final_path: str) -> None:
 def fail_lost(rt: Runtime, timeout: float, alive: set[str] | None = None) -> list[str]:
     """End RUNNING/CANCELING jobs whose worker stopped heartbeating (killed, OOM, restart)."""
     cutoff = utcnow() - timedelta(seconds=timeout)
+
+    def stale(job: Job) -> bool:
+        if alive is not None and job.id in alive:
+            return False
+        return job.heartbeat_at is None or job.heartbeat_at <= cutoff
+
+    # Look first with a read: the write transaction (a lock on SQLite) only when needed.
+    with rt.db.read() as s:
+        candidates = [j.id for j in s.scalars(select(Job).where(Job.status.in_(LIVE))) if stale(j)]
     ended = []
-    with rt.db.write() as s:
-        for job in s.scalars(select(Job).where(Job.status.in_(LIVE))).all():
-            if alive is not None and job.id in alive:
-                continue
-            if job.heartbeat_at is not None and job.heartbeat_at > cutoff:
-                continue
-            _end_lost(s, job, f"no heartbeat for {timeout:.0f} s")
-            ended.append(job.id)
+    for job_id in candidates:
+        with rt.db.write() as s:
+            job = s.get(Job, job_id)
+            if job is not None and job.status in LIVE and stale(job):
+                _end_lost(s, job, f"no heartbeat for {timeout:.0f} s")
+                ended.append(job_id)
     return ended
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 
 from dashtune.domain import hyperparams, ids
 from dashtune.domain.errors import Conflict, InvalidParameter, NotFound, Throttling
@@ -213,9 +213,8 @@ def page(
                 .order_by(Job.rank.desc())
             ).all()
             return list(rows), total
-        cond = (Job.workspace_id == who.workspace_id) & or_(
-            Job.model == model, Job.base_model == model
-        )
+        # `model` filters by base model (§3.4), on the (workspace, base_model, rank) index.
+        cond = (Job.workspace_id == who.workspace_id) & (Job.base_model == model)
         total = int(s.scalar(select(func.count()).select_from(Job).where(cond)) or 0)
         rows = s.scalars(
             select(Job)

@@ -110,7 +110,7 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
     __table_args__ = (
         Index("ix_jobs_ws_rank", "workspace_id", "rank"),
-        Index("ix_jobs_ws_model_rank", "workspace_id", "model", "rank"),
+        Index("ix_jobs_ws_base_rank", "workspace_id", "base_model", "rank"),
         Index("ix_jobs_ws_output", "workspace_id", "finetuned_output"),
     )
 

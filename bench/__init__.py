@@ -1,0 +1,1 @@
+"""`make bench`: each section compares dashtune with a baseline and prints both side by side."""

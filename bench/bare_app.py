@@ -1,0 +1,47 @@
+"""The baseline server: a bare Starlette endpoint that returns captured dashtune bodies.
+
+`python -m bench.bare_app --port P --bodies F` serves, for each `path?query` key of the
+JSON object in F, exactly the bytes dashtune answered there, under uvicorn with the
+flags `dashtune serve` uses. What dashtune costs beyond this is auth, the database,
+the ORM, pydantic and FastAPI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+def create_app(bodies: dict[str, bytes]) -> Starlette:
+    """An app answering each known `path?query` with its body, anything else with 404."""
+
+    async def endpoint(request: Request) -> Response:
+        key = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        body = bodies.get(key)
+        if body is None:
+            return Response(b'{"code":"NotFound"}', 404, media_type="application/json")
+        return Response(body, media_type="application/json")
+
+    return Starlette(routes=[Route("/{path:path}", endpoint)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--bodies", type=Path, required=True)
+    args = parser.parse_args()
+    raw: dict[str, str] = json.loads(args.bodies.read_text())
+    bodies = {key: text.encode() for key, text in raw.items()}
+    # The same call as `dashtune serve` (src/dashtune/cli.py): defaults but the log level.
+    uvicorn.run(create_app(bodies), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
