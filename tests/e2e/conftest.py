@@ -91,3 +91,45 @@ def wait_for(c: httpx.Client, job_id: str, pred: Any, timeout: float = 120) -> d
         assert job["status"] not in TERMINAL or pred(job), job
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
+
+
+def upload_rows(c: httpx.Client, tmp: Path, name: str, rows: list[dict[str, Any]]) -> str:
+    raw = write_jsonl(tmp / name, rows).read_bytes()
+    r = c.post("/files", files={"files": (name, raw)})
+    assert r.status_code == 200, r.text
+    return str(r.json()["data"]["uploaded_files"][0]["file_id"])
+
+
+def start_long_job(c: httpx.Client, tmp: Path, **hyper: Any) -> str:
+    """A job that trains for minutes; returns its id once it has made progress."""
+    fid = upload_rows(c, tmp, "long.jsonl", rows_for("sft", 256))
+    body = {
+        "model": "dashtune-tiny",
+        "training_file_ids": [fid],
+        "hyper_parameters": {"n_epochs": 50, "max_length": 64, **hyper},
+    }
+    job_id = str(c.post("/fine-tunes", json=body).json()["output"]["job_id"])
+    wait_for(c, job_id, lambda j: j["status"] == "RUNNING" and j["progress"] > 0)
+    return job_id
+
+
+def worker_pid(server: Server, job_id: str) -> int | None:
+    from dashtune.store.tables import Job
+
+    rt = server.runtime()
+    try:
+        with rt.db.read() as s:
+            job = s.get(Job, job_id)
+            return job.worker_pid if job else None
+    finally:
+        rt.close()
+
+
+def wait_gone(pid: int, timeout: float = 10) -> None:
+    """Until the process has exited (a zombie awaiting its parent counts as gone)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, f"process {pid} still alive"
+        time.sleep(0.05)

@@ -14,9 +14,15 @@ import psutil
 import pytest
 from dashscope import Files, FineTunes
 
-from dashtune.store.tables import Job
 from tests.conftest import Server
-from tests.e2e.conftest import rows_for, wait_for, wait_terminal, write_jsonl
+from tests.e2e.conftest import (
+    rows_for,
+    start_long_job,
+    wait_gone,
+    wait_terminal,
+    worker_pid,
+    write_jsonl,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -39,16 +45,6 @@ COMMON = {
     "save_steps": 8,
     "save_total_limit": 2,
 }
-
-
-def worker_pid(server: Server, job_id: str) -> int | None:
-    rt = server.runtime()
-    try:
-        with rt.db.read() as s:
-            job = s.get(Job, job_id)
-            return job.worker_pid if job else None
-    finally:
-        rt.close()
 
 
 @pytest.fixture(scope="module")
@@ -188,24 +184,7 @@ def test_continue_training_from_a_tuned_model(
 
 def test_cancel_while_running_stops_the_worker(train_server: Server, tmp_path: Path) -> None:
     with train_server.http() as c:
-        fid = c.post(
-            "/files",
-            files={
-                "files": (
-                    "c.jsonl",
-                    write_jsonl(tmp_path / "c.jsonl", rows_for("sft", 256)).read_bytes(),
-                )
-            },
-        ).json()["data"]["uploaded_files"][0]["file_id"]
-        job = c.post(
-            "/fine-tunes",
-            json={
-                "model": "dashtune-tiny",
-                "training_file_ids": [fid],
-                "hyper_parameters": {"n_epochs": 50, "max_length": 64, "logging_steps": 1},
-            },
-        ).json()["output"]
-        wait_for(c, job["job_id"], lambda j: j["status"] == "RUNNING" and j["progress"] > 0)
+        job = {"job_id": start_long_job(c, tmp_path, logging_steps=1)}
         pid = worker_pid(train_server, job["job_id"])
         assert pid and psutil.pid_exists(pid)
         t0 = time.monotonic()
@@ -219,10 +198,7 @@ def test_cancel_while_running_stops_the_worker(train_server: Server, tmp_path: P
         done = wait_terminal(c, job["job_id"], timeout=60)
         assert done["status"] == "CANCELED" and done["end_time"]
         assert time.monotonic() - t0 < 30
-        deadline = time.monotonic() + 10
-        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-            assert time.monotonic() < deadline, "worker still alive after CANCELED"
-            time.sleep(0.1)
+        wait_gone(pid)  # no worker left after CANCELED
         # Nothing trains after CANCELED: the metrics stop moving.
         n = len(c.get(f"/fine-tunes/{job['job_id']}/metrics").json()["output"]["metrics"])
         time.sleep(2)
@@ -236,24 +212,7 @@ def test_cancel_while_running_stops_the_worker(train_server: Server, tmp_path: P
 
 def test_killed_worker_fails_the_job(train_server: Server, tmp_path: Path) -> None:
     with train_server.http() as c:
-        fid = c.post(
-            "/files",
-            files={
-                "files": (
-                    "k.jsonl",
-                    write_jsonl(tmp_path / "k.jsonl", rows_for("sft", 256)).read_bytes(),
-                )
-            },
-        ).json()["data"]["uploaded_files"][0]["file_id"]
-        job = c.post(
-            "/fine-tunes",
-            json={
-                "model": "dashtune-tiny",
-                "training_file_ids": [fid],
-                "hyper_parameters": {"n_epochs": 50, "max_length": 64},
-            },
-        ).json()["output"]
-        wait_for(c, job["job_id"], lambda j: j["status"] == "RUNNING" and j["progress"] > 0)
+        job = {"job_id": start_long_job(c, tmp_path)}
         pid = worker_pid(train_server, job["job_id"])
         assert pid
         os.kill(pid, signal.SIGKILL)

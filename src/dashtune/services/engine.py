@@ -230,20 +230,25 @@ def finish(rt: Runtime, job_id: str, outcome: Outcome) -> str | None:
         return job.status
 
 
-def _register_output(s: Any, job: Job, final_path: str) -> None:
+def _add_model(s: Any, job: Job, name: str, path: str, checkpoint: str | None) -> None:
+    """Register weights of `job` as a model of its workspace (callable, trainable further)."""
     kind = "lora" if TrainingType(job.training_type) in LORA_TYPES else "full"
     s.add(
         Model(
             workspace_id=job.workspace_id,
-            name=job.finetuned_output,
+            name=name,
             job_id=job.id,
-            checkpoint=None,
+            checkpoint=checkpoint,
             base_model=job.base_model,
             kind=kind,
-            path=final_path,
+            path=path,
             created_at=utcnow(),
         )
     )
+
+
+def _register_output(s: Any, job: Job, final_path: str) -> None:
+    _add_model(s, job, job.finetuned_output, final_path, None)
     last = s.scalars(
         select(Checkpoint).where(Checkpoint.job_id == job.id).order_by(Checkpoint.step.desc())
     ).first()
@@ -353,19 +358,7 @@ def run_exports(rt: Runtime) -> int:
                 continue
             row.status = state
             if state == "SUCCEEDED":
-                kind = "lora" if TrainingType(job.training_type) in LORA_TYPES else "full"
-                s.add(
-                    Model(
-                        workspace_id=job.workspace_id,
-                        name=row.model_name,
-                        job_id=job.id,
-                        checkpoint=row.name,
-                        base_model=job.base_model,
-                        kind=kind,
-                        path=str(target),
-                        created_at=utcnow(),
-                    )
-                )
+                _add_model(s, job, row.model_name, str(target), row.name)
                 append_lines(s, job.id, [f"Export of {row.name} as '{row.model_name}' succeeded."])
     return len(todo)
 
