@@ -19,6 +19,7 @@ from rich.console import Console
 # name -> module; add a line here to add a section.
 SECTIONS: dict[str, str] = {
     "control_plane": "bench.control_plane",
+    "serving": "bench.serving",
     "training": "bench.training",
 }
 

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     worker_threads: int = 1
     catalog_path: Path | None = None
     serving: bool = True
+    # The serving process (dashtune.serving): started by `dashtune serve` when `serving`.
+    serving_device: str = "auto"  # cpu, cuda, or auto
+    serving_threads: int = 1  # torch threads of the serving process
+    serving_max_tokens: int = 256  # max_tokens when a request sets none
+    serving_base_capacity: int = 4  # request slots of a catalog model called undeployed
+    serving_queue_seconds: float = 30.0  # wait for a free slot, then 429 Throttling
+    serving_start_timeout: float = 180.0  # a serving process not healthy by then is restarted
     log_json: bool = False
 
     @property

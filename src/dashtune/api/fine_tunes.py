@@ -13,8 +13,9 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from dashtune.api.auth import Caller, RuntimeDep
-from dashtune.api.envelope import json_body, ok
+from dashtune.api.envelope import json_body, ok, request_id
 from dashtune.api.paging import PageNo, PageSize
+from dashtune.api.sse import error_event
 from dashtune.api.views import checkpoint_view, job_view
 from dashtune.domain.errors import DashtuneError
 from dashtune.domain.states import is_terminal
@@ -118,7 +119,7 @@ async def stream(job_id: str, who: Caller, rt: RuntimeDep) -> EventSourceRespons
     return EventSourceResponse(_job_events(rt, who, job_id), ping=15)
 
 
-async def _job_events(rt: Runtime, who: Principal, job_id: str) -> AsyncIterator[dict[str, Any]]:
+async def _job_events(rt: Runtime, who: Principal, job_id: str) -> AsyncIterator[Any]:
     """Status changes, log lines and metrics as `data:` JSON until the job ends."""
     seen_lines = 0
     last_status = None
@@ -128,7 +129,8 @@ async def _job_events(rt: Runtime, who: Principal, job_id: str) -> AsyncIterator
             job = await run_in_threadpool(jobs.get, rt, who, job_id)
             lines, total = await run_in_threadpool(jobs.logs, rt, who, job_id, seen_lines, 1000)
         except DashtuneError as exc:
-            yield {"event": "error", "data": json.dumps({"code": exc.code, "message": exc.message})}
+            # `event:error` exactly as the SDKs match it (sse-starlette would write `event: error`).
+            yield error_event(exc.code, exc.message, request_id(), exc.status)
             return
         for line in lines:
             yield {"data": json.dumps({"type": "log", "job_id": job_id, "line": line})}

@@ -74,6 +74,8 @@ class DeploymentObject(BaseModel):
     gmt_modified: str
     creator: str
     modifier: str
+    # The 1.x SDK's DeploymentOutput declares it and cannot repr() an object without it.
+    base_capacity: int = 1
     charge_type: str = "post_paid"
     message: str | None = None
 

@@ -6,6 +6,7 @@ tiny model themselves (`trainer.tiny.ensure_tiny_model`) when `builtin` is set.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,4 +44,18 @@ def resolve(rt: Runtime, workspace_id: str, name: str) -> Weights:
     if row.kind == "full":
         return Weights(row.path, None, False, row.base_model)
     path, builtin = base_weights(rt, row.base_model)
+    # An adapter trained on a full fine-tune sits on that model, not on the catalog base:
+    # the trainer records the absolute base path in adapter_config.json.
+    trained_on = _adapter_base(row.path)
+    if trained_on and trained_on != path:
+        return Weights(trained_on, row.path, False, row.base_model)
     return Weights(path, row.path, builtin, row.base_model)
+
+
+def _adapter_base(adapter_dir: str) -> str | None:
+    try:
+        config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    base = config.get("base_model_name_or_path")
+    return str(base) if base else None

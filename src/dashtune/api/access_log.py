@@ -1,0 +1,62 @@
+"""One log line per request: method, route template, path, status, duration, request_id.
+
+With `DASHTUNE_LOG_JSON=true` the fields travel as JSON keys (see `logging_setup`);
+otherwise they read as one text line. The request_id is the one the caller got in
+`X-Request-Id`, so a user's bug report leads straight to the server's line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dashtune.api.metrics import route_template
+
+log = logging.getLogger("dashtune.access")
+
+
+class AccessLogMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        root_path = scope.get("root_path", "")
+        status = 500
+        request_id = ""
+
+        async def observe(message: Message) -> None:
+            nonlocal status, request_id
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"x-request-id":
+                        request_id = value.decode()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            ms = (time.perf_counter() - started) * 1000
+            route = route_template(scope, root_path)
+            log.info(
+                "%s %s %s %.1fms request_id=%s",
+                scope["method"],
+                scope["path"],
+                status,
+                ms,
+                request_id,
+                extra={
+                    "method": scope["method"],
+                    "route": route,
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(ms, 2),
+                    "request_id": request_id,
+                },
+            )

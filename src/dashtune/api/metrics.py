@@ -1,0 +1,169 @@
+"""`GET /metrics` in Prometheus format, and the middleware that counts requests.
+
+Requests are counted by route template (`/api/v1/fine-tunes/{job_id}`), never by raw
+path, so job ids do not multiply the series. Job figures come from the database at
+scrape time, so they are right whichever process changed the job:
+
+- `dashtune_jobs{state}` and `dashtune_queue_depth` are counted on each scrape;
+- `dashtune_job_duration_seconds` and `dashtune_training_tokens_total` observe each job
+  that ended since this server started, once, when a scrape first sees it ended.
+
+The endpoint needs no API key (scrapers rarely carry one); it exposes counts and
+timings only, no ids or names. Bind the server to a private address if that matters.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from fastapi import FastAPI, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dashtune.domain.states import JobStatus
+from dashtune.services import stats
+from dashtune.services.runtime import Runtime, utcnow
+
+UNMATCHED = "<unmatched>"
+# An ended job whose end commits later than this after its end_time would be missed.
+END_SLACK = timedelta(minutes=5)
+JOB_SECONDS_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+
+
+def route_template(scope: Scope, root_path: str) -> str:
+    """The matched route's path template, or a fixed label for anything unrouted.
+
+    Call it after the app ran (routing fills in `scope`); `root_path` is the scope's
+    root_path from before, so a mount (the console's static files) shows as its prefix.
+    """
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    mounted = scope.get("root_path", "")
+    if mounted != root_path:
+        return f"{mounted[len(root_path) :]}/{{path}}"
+    return UNMATCHED
+
+
+class RequestMetricsMiddleware:
+    """Counts each request by method, route template and status, and times it."""
+
+    def __init__(self, app: ASGIApp, requests: Counter, seconds: Histogram) -> None:
+        self.app = app
+        self.requests = requests
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        root_path = scope.get("root_path", "")
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = route_template(scope, root_path)
+            self.requests.labels(scope["method"], route, str(status)).inc()
+            self.seconds.labels(scope["method"], route).observe(time.perf_counter() - started)
+
+
+class JobCollector(Collector):
+    """Job gauges read at scrape time, and histograms fed by jobs seen ending."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.started_at = utcnow()
+        self.latest_end = self.started_at
+        self.seen: dict[str, datetime] = {}
+        # Scrapes run in the threadpool; two at once must not observe a job twice.
+        self.lock = threading.Lock()
+        # Not registered themselves: collect() below updates, then yields them.
+        self.durations = Histogram(
+            "dashtune_job_duration_seconds",
+            "Run time (start to end) of jobs that ended since the server started.",
+            ["state", "training_type"],
+            buckets=JOB_SECONDS_BUCKETS,
+            registry=None,
+        )
+        self.tokens = Counter(
+            "dashtune_training_tokens",
+            "Tokens trained (job usage) by jobs that ended since the server started.",
+            ["training_type"],
+            registry=None,
+        )
+
+    def observe_endings(self) -> None:
+        """Observe every job that ended since the last scrape, exactly once."""
+        window = max(self.started_at, self.latest_end - END_SLACK)
+        for job in stats.ended_since(self.rt, window):
+            self.latest_end = max(self.latest_end, job.end_time)
+            if job.id in self.seen:
+                continue
+            self.seen[job.id] = job.end_time
+            if job.run_seconds is not None:
+                self.durations.labels(job.status, job.training_type).observe(job.run_seconds)
+            self.tokens.labels(job.training_type).inc(job.usage)
+        self.seen = {k: t for k, t in self.seen.items() if t >= window}
+
+    def collect(self) -> Iterator[Metric]:
+        counts = stats.jobs_by_status(self.rt)
+        jobs = GaugeMetricFamily("dashtune_jobs", "Jobs in each state.", labels=["state"])
+        for state in JobStatus:
+            jobs.add_metric([state.value], counts.get(state.value, 0))
+        yield jobs
+        yield GaugeMetricFamily(
+            "dashtune_queue_depth",
+            "Jobs QUEUING: validated and waiting for a worker.",
+            value=counts.get(JobStatus.QUEUING.value, 0),
+        )
+        with self.lock:
+            self.observe_endings()
+        yield from self.durations.collect()
+        yield from self.tokens.collect()
+
+
+def install(app: FastAPI, rt: Runtime) -> None:
+    """Add the request-counting middleware and the `/metrics` route to `app`."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    requests = Counter(
+        "dashtune_http_requests",
+        "HTTP requests by method, route template and status.",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    seconds = Histogram(
+        "dashtune_http_request_duration_seconds",
+        "HTTP request time by method and route template (streams: until they end).",
+        ["method", "route"],
+        registry=registry,
+    )
+    registry.register(JobCollector(rt))
+    app.add_middleware(RequestMetricsMiddleware, requests=requests, seconds=seconds)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
