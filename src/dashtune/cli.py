@@ -1,20 +1,28 @@
-"""The `dashtune` command: serve, keys (and the user commands of `dashtune.client_cli`)."""
+"""The `dashtune` command: serve and keys (server side), and the user commands of
+`dashtune.client.commands` (files, jobs, deployments, chat, login) that call a server over HTTP."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dashtune.config import Settings
+from dashtune.client.commands import chat, deployments, files, jobs, login
+from dashtune.client.errors import ReportedCommand
+
+if TYPE_CHECKING:
+    from dashtune.config import Settings
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Self-hosted DashScope fine-tuning."
 )
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys (run on the server machine).")
 app.add_typer(keys_app, name="keys")
+# User commands: HTTP clients of a running server (kept light: no server imports).
+app.add_typer(files.app, name="files")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(deployments.app, name="deployments")
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory [env DASHTUNE_DATA_DIR].")
@@ -22,6 +30,8 @@ DataDir = Annotated[
 
 
 def _settings(data_dir: Path | None, **overrides: object) -> Settings:
+    from dashtune.config import Settings
+
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
@@ -38,11 +48,12 @@ def serve(
     import uvicorn
 
     from dashtune.api.app import create_app
+    from dashtune.logging_setup import configure_logging
     from dashtune.services.runtime import Runtime
     from dashtune.services.tenancy import create_key, has_users
 
     settings = _settings(data_dir, host=host, port=port)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings)
     rt = Runtime.open(settings)
     base = f"http://{settings.host}:{settings.port}"
     if not has_users(rt):
@@ -52,7 +63,14 @@ def serve(
     typer.echo(f"DashScope SDK:  DASHSCOPE_HTTP_BASE_URL={base}/api/v1")
     typer.echo(f"OpenAI SDK:     base_url={base}/compatible-mode/v1")
     typer.echo(f"Web console:    {base}/console")
-    uvicorn.run(create_app(rt), host=settings.host, port=settings.port, log_level="warning")
+    # log_config=None: uvicorn's loggers go through configure_logging's handler too.
+    uvicorn.run(
+        create_app(rt),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        log_config=None,
+    )
 
 
 @keys_app.command("create")
@@ -83,6 +101,9 @@ def keys_revoke(key: str, data_dir: DataDir = None) -> None:
         raise typer.Exit(1)
     typer.echo("revoked")
 
+
+app.command("login", cls=ReportedCommand)(login.login)
+app.command("chat", cls=ReportedCommand)(chat.chat)
 
 if __name__ == "__main__":
     app()

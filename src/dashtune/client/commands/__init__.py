@@ -1,0 +1,1 @@
+"""Typer apps of the user commands; `dashtune.cli` mounts them beside `serve` and `keys`."""
