@@ -111,7 +111,9 @@ def _dashtune(tmp: Path, data: Path) -> dict[str, Any]:
             running_s = time.perf_counter() - t0
             done = _poll(c, job["job_id"], lambda j: j["status"] == "SUCCEEDED", 0.05)
             wall_s = time.perf_counter() - t0
-            logs = c.get(f"/fine-tunes/{job['job_id']}/logs", params={"line": 1000}).json()["output"]["logs"]
+            logs = c.get(f"/fine-tunes/{job['job_id']}/logs", params={"line": 1000}).json()[
+                "output"
+            ]["logs"]
             # The trainer's own summary: tokens / seconds of the whole trainer.train().
             tps = [float(m.group(1)) for line in logs if (m := TRAIN_TPS.search(line))]
             # Cancel latency: a long job, cancel once it trains, time until its process is gone.

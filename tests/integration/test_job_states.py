@@ -280,4 +280,3 @@ def test_quota_holds_under_40_concurrent_creates(
     assert c.delete(f"/fine-tunes/{claimed.id}").status_code == 200
     assert c.post("/fine-tunes", json=body).status_code == 200
     assert_error(c.post("/fine-tunes", json=body), 429, "Throttling")
-
