@@ -1,4 +1,5 @@
-"""One log line per request: method, route template, path, status, duration, request_id.
+"""Observes each request once: a log line (method, route template, path, status,
+duration, request_id) and the Prometheus request counter and timer of `api.metrics`.
 
 With `DASHTUNE_LOG_JSON=true` the fields travel as JSON keys (see `logging_setup`);
 otherwise they read as one text line. The request_id is the one the caller got in
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dashtune.api.metrics import route_template
@@ -18,8 +20,10 @@ log = logging.getLogger("dashtune.access")
 
 
 class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, requests: Counter, seconds: Histogram) -> None:
         self.app = app
+        self.requests = requests
+        self.seconds = seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,8 +46,11 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, observe)
         finally:
-            ms = (time.perf_counter() - started) * 1000
+            elapsed = time.perf_counter() - started
+            ms = elapsed * 1000
             route = route_template(scope, root_path)
+            self.requests.labels(scope["method"], route, str(status)).inc()
+            self.seconds.labels(scope["method"], route).observe(elapsed)
             log.info(
                 "%s %s %s %.1fms request_id=%s",
                 scope["method"],

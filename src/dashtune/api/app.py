@@ -41,8 +41,8 @@ def create_app(rt: Runtime, *, start_scheduler: bool = True) -> FastAPI:
     app.state.serving = None  # the serving Supervisor while the app runs with serving on
     install_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    app.add_middleware(AccessLogMiddleware)
-    metrics.install(app, rt)
+    requests, seconds = metrics.install(app, rt)
+    app.add_middleware(AccessLogMiddleware, requests=requests, seconds=seconds)
     console.install(app)
     app.include_router(files.router)
     app.include_router(fine_tunes.router)

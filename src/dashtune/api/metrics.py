@@ -1,4 +1,4 @@
-"""`GET /metrics` in Prometheus format, and the middleware that counts requests.
+"""`GET /metrics` in Prometheus format (requests are counted by `access_log`).
 
 Requests are counted by route template (`/api/v1/fine-tunes/{job_id}`), never by raw
 path, so job ids do not multiply the series. Job figures come from the database at
@@ -15,7 +15,6 @@ timings only, no ids or names. Bind the server to a private address if that matt
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -31,7 +30,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from dashtune.domain.states import JobStatus
 from dashtune.services import stats
@@ -57,36 +56,6 @@ def route_template(scope: Scope, root_path: str) -> str:
     if mounted != root_path:
         return f"{mounted[len(root_path) :]}/{{path}}"
     return UNMATCHED
-
-
-class RequestMetricsMiddleware:
-    """Counts each request by method, route template and status, and times it."""
-
-    def __init__(self, app: ASGIApp, requests: Counter, seconds: Histogram) -> None:
-        self.app = app
-        self.requests = requests
-        self.seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        root_path = scope.get("root_path", "")
-        status = 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            route = route_template(scope, root_path)
-            self.requests.labels(scope["method"], route, str(status)).inc()
-            self.seconds.labels(scope["method"], route).observe(time.perf_counter() - started)
 
 
 class JobCollector(Collector):
@@ -144,8 +113,9 @@ class JobCollector(Collector):
         yield from self.tokens.collect()
 
 
-def install(app: FastAPI, rt: Runtime) -> None:
-    """Add the request-counting middleware and the `/metrics` route to `app`."""
+def install(app: FastAPI, rt: Runtime) -> tuple[Counter, Histogram]:
+    """Add the `/metrics` route to `app`; returns the request counter and timer that the
+    access-log middleware (one observer per request) feeds."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
@@ -162,8 +132,9 @@ def install(app: FastAPI, rt: Runtime) -> None:
         registry=registry,
     )
     registry.register(JobCollector(rt))
-    app.add_middleware(RequestMetricsMiddleware, requests=requests, seconds=seconds)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return requests, seconds
