@@ -371,3 +371,15 @@ def test_logs_offset_and_line(server: Server, file_id: str) -> None:
             "offset",
         )
     rt.close()
+
+
+def test_models_list_and_get_with_the_v2_client(server: Server) -> None:
+    from dashscope.v2 import Client
+
+    client = Client(api_key=server.key, base_url=server.api, max_retries=0)
+    listed = client.models.list(page_no=1, page_size=100)
+    names = [m.model for m in listed.models]
+    assert "dashtune-tiny" in names and listed.total_count >= len(names)
+    assert client.models.get("dashtune-tiny").model == "dashtune-tiny"
+    with server.http() as c:
+        assert c.get("/models", params={"model": "nope"}).json()["output"]["models"] == []

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from dashtune import __version__
-from dashtune.api import compat, deployments, files, fine_tunes, generation, metrics
+from dashtune.api import compat, deployments, files, fine_tunes, generation, metrics, models
 from dashtune.api.access_log import AccessLogMiddleware
 from dashtune.api.envelope import RequestIdMiddleware, install_handlers, ok
 from dashtune.console import router as console
@@ -49,6 +49,7 @@ def create_app(rt: Runtime, *, start_scheduler: bool = True) -> FastAPI:
     app.include_router(deployments.router)
     app.include_router(generation.router)
     app.include_router(compat.router)
+    app.include_router(models.router)
 
     @app.get("/health")
     def health() -> JSONResponse:
