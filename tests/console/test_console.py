@@ -158,6 +158,13 @@ def test_cancel_and_delete_buttons_follow_allowed_actions(
         assert c.get(f"/fine-tunes/{queued}").json()["output"]["status"] == "CANCELED"
 
 
+ALL_ROWS_IN = """([states, mustShow]) => {
+    const rows = [...document.querySelectorAll('tr[data-job-id]')];
+    return rows.some(r => r.dataset.jobId === mustShow)
+        && rows.every(r => states.includes(r.dataset.status));
+}"""
+
+
 def test_jobs_table_filters_by_status_and_model(page: Any, server: Server, file_id: str) -> None:
     live = queued_job(server, file_id)
     ended = queued_job(server, file_id)
@@ -166,19 +173,22 @@ def test_jobs_table_filters_by_status_and_model(page: Any, server: Server, file_
     login(page, server)
     page.wait_for_selector(f"tr[data-job-id='{live}']")
 
+    # The filtered table replaces the rows asynchronously: wait for the re-render itself,
+    # not for a row that the unfiltered table already showed.
     page.select_option("#status-filter", "CANCELED")
-    page.wait_for_selector(f"tr[data-job-id='{ended}']")
+    page.wait_for_function(ALL_ROWS_IN, arg=[["CANCELED"], ended])
     statuses = page.eval_on_selector_all(
         "tr[data-job-id]", "rows => rows.map(r => r.dataset.status)"
     )
     assert statuses and set(statuses) == {"CANCELED"}
 
+    live_states = ["PENDING", "QUEUING", "RUNNING", "CANCELING"]
     page.select_option("#status-filter", "LIVE")
-    page.wait_for_selector(f"tr[data-job-id='{live}']")
+    page.wait_for_function(ALL_ROWS_IN, arg=[live_states, live])
     statuses = page.eval_on_selector_all(
         "tr[data-job-id]", "rows => rows.map(r => r.dataset.status)"
     )
-    assert set(statuses) <= {"PENDING", "QUEUING", "RUNNING", "CANCELING"}
+    assert set(statuses) <= set(live_states)
     shot(page, "jobs-filtered")
 
     page.select_option("#status-filter", "")
