@@ -68,32 +68,22 @@ def _options(args: list[str]) -> argparse.Namespace:
 
 def _larger_model(tiny: str, out: Path, hidden: int, layers: int) -> str:
     """A random Qwen3 of the given size with the tiny model's tokenizer and template."""
-    import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+    from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tiny)
+    from dashtune.trainer.tiny import save_random_qwen3
+
     heads = max(1, hidden // 64)
-    cfg = Qwen3Config(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=int(hidden * 2.75),
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
+    save_random_qwen3(
+        AutoTokenizer.from_pretrained(tiny),
+        str(out),
+        hidden=hidden,
+        intermediate=int(hidden * 2.75),
+        layers=layers,
+        heads=heads,
+        kv_heads=max(1, heads // 2),
         head_dim=64,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=None,
+        max_positions=512,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = Qwen3ForCausalLM(cfg)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
     return str(out)
 
 

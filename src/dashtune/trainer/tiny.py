@@ -12,6 +12,7 @@ import random
 import shutil
 import tempfile
 import threading
+from typing import Any
 
 # Assistant content and its <|im_end|> sit inside {% generation %} so TRL's assistant-only
 # loss can find them; the markers render nothing, so the same template serves inference.
@@ -174,9 +175,8 @@ def is_tiny_model(path: str) -> bool:
 
 
 def _build(path: str) -> None:
-    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -197,15 +197,45 @@ def _build(path: str) -> None:
         chat_template=CHATML_TEMPLATE,
         model_max_length=256,
     )
+    save_random_qwen3(
+        tok,
+        path,
+        hidden=64,
+        intermediate=128,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        head_dim=16,
+        max_positions=256,
+    )
+
+
+def save_random_qwen3(
+    tok: Any,
+    path: str,
+    *,
+    hidden: int,
+    intermediate: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    max_positions: int,
+) -> None:
+    """A seeded random-init Qwen3 of the given size on `tok`, saved with it to `path`
+    (the tiny model, and the larger model of the serving benchmark)."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
     cfg = Qwen3Config(
         vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=256,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
