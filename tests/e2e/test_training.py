@@ -18,6 +18,7 @@ from tests.conftest import Server
 from tests.e2e.conftest import (
     rows_for,
     start_long_job,
+    upload_rows,
     wait_gone,
     wait_terminal,
     worker_pid,
@@ -146,34 +147,22 @@ def test_continue_training_from_a_tuned_model(
 ) -> None:
     parent = trained["efficient_sft"]
     with train_server.http() as c:
-        fid = c.post(
-            "/files",
-            files={
-                "files": (
-                    "more.jsonl",
-                    write_jsonl(tmp_path / "m.jsonl", rows_for("sft", 32, 5)).read_bytes(),
-                )
-            },
-        ).json()["data"]["uploaded_files"][0]["file_id"]
-        r = c.post(
-            "/fine-tunes",
-            json={
-                "model": parent["finetuned_output"],
-                "training_file_ids": [fid],
-                "training_type": "efficient_sft",
-                "hyper_parameters": {"n_epochs": 1, "learning_rate": 5e-3, "lora_rank": 4},
-            },
-        )
+        fid = upload_rows(c, tmp_path, "more.jsonl", rows_for("sft", 32, 5))
+
+        def continue_with(**hyper: Any) -> Any:
+            return c.post(
+                "/fine-tunes",
+                json={
+                    "model": parent["finetuned_output"],
+                    "training_file_ids": [fid],
+                    "training_type": "efficient_sft",
+                    "hyper_parameters": {"n_epochs": 1, "learning_rate": 5e-3, **hyper},
+                },
+            )
+
+        r = continue_with(lora_rank=4)
         assert r.status_code == 400 and "lora_rank" in r.json()["message"]
-        r = c.post(
-            "/fine-tunes",
-            json={
-                "model": parent["finetuned_output"],
-                "training_file_ids": [fid],
-                "training_type": "efficient_sft",
-                "hyper_parameters": {"n_epochs": 1, "learning_rate": 5e-3, "max_length": 64},
-            },
-        )
+        r = continue_with(max_length=64)
         assert r.status_code == 200, r.text
         child = wait_terminal(c, r.json()["output"]["job_id"])
         assert child["status"] == "SUCCEEDED", child
@@ -225,15 +214,7 @@ def test_unloadable_base_model_fails_with_a_clear_message(
     train_server: Server, tmp_path: Path
 ) -> None:
     with train_server.http() as c:
-        fid = c.post(
-            "/files",
-            files={
-                "files": (
-                    "q.jsonl",
-                    write_jsonl(tmp_path / "q.jsonl", rows_for("sft", 8)).read_bytes(),
-                )
-            },
-        ).json()["data"]["uploaded_files"][0]["file_id"]
+        fid = upload_rows(c, tmp_path, "q.jsonl", rows_for("sft", 8))
         job = c.post(
             "/fine-tunes", json={"model": "qwen2.5-0.5b-instruct", "training_file_ids": [fid]}
         ).json()["output"]
