@@ -19,8 +19,12 @@ from rich.console import Console
 # name -> module; add a line here to add a section.
 SECTIONS: dict[str, str] = {
     "control_plane": "bench.control_plane",
+    "load": "bench.api_under_load",
+    "resume": "bench.resume",
     "serving": "bench.serving",
     "training": "bench.training",
+    "cluster": "bench.cluster",
+    "estimate": "bench.estimate",
 }
 
 

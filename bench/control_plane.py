@@ -4,7 +4,9 @@ For each backend (SQLite, PostgreSQL): start `dashtune serve` (no executor), cre
 real job through the API, bulk-insert the rest of `--jobs` job rows in one workspace,
 then load `GET /fine-tunes/{id}` and `GET /fine-tunes?page_no=N` (several N) with the
 same client and concurrency as a bare Starlette app serving the very bytes dashtune
-answered. Prints requests/s, p50 and p99 of both and the ratio dashtune/bare.
+answered. Prints requests/s, p50 and p99 of both and the ratio dashtune/bare, and
+create → RUNNING with a free slot (bench/start_latency.py, a fresh database, local executor)
+and, on PostgreSQL, create → validated by a `dashtune scheduler` in another process.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from rich.markup import escape
 from rich.table import Table
 from tests.conftest import Server, free_port, start_server, stop_server
 
-from bench import load, seed
+from bench import load, seed, start_latency
+from dashtune.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +54,7 @@ class Options:
     client: str
     backends: list[str]
     pg_admin: str
+    starts: int
 
     def command(self, client: str) -> str:
         """The command line that reproduces these figures."""
@@ -58,7 +62,8 @@ class Options:
             f".venv/bin/python -m bench control_plane --jobs {self.jobs} "
             f"--pages {','.join(map(str, self.pages))} --page-size {self.page_size} "
             f"--concurrency {self.concurrency} --duration {self.duration} "
-            f"--warmup {self.warmup} --client {client} --backends {','.join(self.backends)}"
+            f"--warmup {self.warmup} --client {client} --backends {','.join(self.backends)} "
+            f"--starts {self.starts}"
         )
 
 
@@ -76,6 +81,8 @@ class Row:
     target: Target
     dashtune: load.LoadResult
     bare: load.LoadResult
+    dashtune_cpu_ms: float  # server CPU per request
+    bare_cpu_ms: float
 
 
 @dataclass
@@ -84,7 +91,10 @@ class BackendRun:
     db_version: str
     seed_s: float
     rows: list[Row]
-    service_ms: dict[int, float]  # page_no -> median of jobs.page() called in-process
+    service_ms: dict[int, float]  # page_no -> median of job_reads.page() called in-process
+    model_ms: dict[int, float]  # the same with model= (every job has that base model)
+    start: start_latency.StartLatency | None = None
+    notify_s: list[float] | None = None  # PostgreSQL: create -> validated by another process
 
 
 def _ints(value: str) -> list[int]:
@@ -106,6 +116,7 @@ def _options(args: list[str]) -> Options:
         default=os.environ.get("DASHTUNE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
         help="PostgreSQL admin URL; a fresh database is created beside it and dropped after",
     )
+    p.add_argument("--starts", type=int, default=5, help="create -> RUNNING samples (0: skip)")
     ns, _ = p.parse_known_args(args)
     last = max(1, -(-ns.jobs // ns.page_size))
     pages = sorted({min(max(1, n), last) for n in ns.pages})
@@ -119,6 +130,7 @@ def _options(args: list[str]) -> Options:
         ns.client,
         ns.backends,
         ns.pg_admin,
+        ns.starts,
     )
 
 
@@ -157,15 +169,13 @@ def _targets(job_id: str, opts: Options) -> list[Target]:
         )
         for n in opts.pages
     ]
-    # The filtered list pages by OFFSET (docs/api.md): shown for contrast, first and last
-    # page, one connection at a time (8 would only measure a queue of slow requests).
+    # The model= filter (every job here has the same base model): first and last page.
     out += [
         Target(
-            f"GET /fine-tunes?model=…&page_no={n} (1 conn)",
+            f"GET /fine-tunes?model=…&page_no={n}",
             f"/api/v1/fine-tunes?page_no={n}&page_size={size}&model={seed.MODEL}",
             n,
             True,
-            1,
         )
         for n in sorted({opts.pages[0], opts.pages[-1]})
     ]
@@ -210,7 +220,17 @@ def _bare_server(workdir: Path, bodies: dict[str, str]) -> Iterator[tuple[str, i
     log_path = workdir / "bare.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.bare_app", "--port", str(port), "--bodies", str(path)],
+            [
+                sys.executable,
+                "-m",
+                "bench.bare_app",
+                "--port",
+                str(port),
+                "--bodies",
+                str(path),
+                "--nice",
+                str(Settings().api_nice),  # what the dashtune server runs at
+            ],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -243,13 +263,15 @@ def _bare_server(workdir: Path, bodies: dict[str, str]) -> Iterator[tuple[str, i
             proc.wait()
 
 
-def _service_page_ms(srv: Server, pages: list[int], page_size: int) -> dict[int, float]:
-    """Median ms of `jobs.page` per page_no, called in this process, pages interleaved.
+def _service_page_ms(
+    srv: Server, pages: list[int], page_size: int, model: str | None = None
+) -> dict[int, float]:
+    """Median ms of `job_reads.page` per page_no, called in this process, pages interleaved.
 
     No HTTP and no other load in between: whether the page's own cost grows with page_no,
     without the noise of a 2-core machine under wrk.
     """
-    from dashtune.services import jobs
+    from dashtune.services import job_reads
     from dashtune.services.tenancy import authenticate
 
     rt = srv.runtime()
@@ -259,7 +281,7 @@ def _service_page_ms(srv: Server, pages: list[int], page_size: int) -> dict[int,
         for _ in range(100):
             for n in pages:
                 t0 = time.perf_counter()
-                jobs.page(rt, who, n, page_size)
+                job_reads.page(rt, who, n, page_size, model)
                 times[n].append(time.perf_counter() - t0)
     finally:
         rt.close()
@@ -276,15 +298,22 @@ def _drain(pid: int, timeout: float = 60.0) -> None:
 
 def _measure(
     client: str, url: str, headers: dict[str, str], opts: Options, t: Target, pid: int
-) -> load.LoadResult:
-    """Warm up, let the server go idle, then measure; the server is idle again on return."""
+) -> tuple[load.LoadResult, float]:
+    """Warm up, let the server go idle, then measure; the server is idle again on return.
+
+    Also returns the server process's CPU ms per request in the window (all its threads):
+    less swayed by other work on the machine than requests/s."""
     conc = t.concurrency or opts.concurrency
     if opts.warmup > 0:
         load.measure(client, url, headers, concurrency=conc, seconds=opts.warmup)
         _drain(pid)
+    proc = psutil.Process(pid)
+    before = proc.cpu_times()
     result = load.measure(client, url, headers, concurrency=conc, seconds=opts.duration)
+    after = proc.cpu_times()
+    cpu = (after.user + after.system) - (before.user + before.system)
     _drain(pid)
-    return result
+    return result, 1e3 * cpu / result.requests if result.requests else float("nan")
 
 
 def _bench_backend(backend: str, opts: Options, client: str, console: Console) -> BackendRun:
@@ -309,17 +338,22 @@ def _bench_backend(backend: str, opts: Options, client: str, console: Console) -
             targets = _targets(job_id, opts)
             bodies = _capture(srv, targets, job_id, opts)
             service_ms = _service_page_ms(srv, opts.pages, opts.page_size)
+            model_ms = _service_page_ms(srv, opts.pages, opts.page_size, seed.MODEL)
             rows = []
             with _bare_server(workdir, bodies) as (bare_base, bare_pid):
                 for t in targets:
-                    dash = _measure(client, srv.base + t.path, _auth(srv), opts, t, srv.proc.pid)
-                    bare = _measure(client, bare_base + t.path, _auth(srv), opts, t, bare_pid)
-                    rows.append(Row(t, dash, bare))
+                    dash, dash_cpu = _measure(
+                        client, srv.base + t.path, _auth(srv), opts, t, srv.proc.pid
+                    )
+                    bare, bare_cpu = _measure(
+                        client, bare_base + t.path, _auth(srv), opts, t, bare_pid
+                    )
+                    rows.append(Row(t, dash, bare, dash_cpu, bare_cpu))
                     console.print(
                         f"[dim]{backend}: {t.label}: {dash.rps:,.0f} req/s "
                         f"(bare {bare.rps:,.0f})[/dim]"
                     )
-            return BackendRun(backend, version, seed_s, rows, service_ms)
+            return BackendRun(backend, version, seed_s, rows, service_ms, model_ms)
         finally:
             stop_server(srv)
 
@@ -399,6 +433,8 @@ def _results(runs: list[BackendRun], opts: Options) -> Table:
         "p99 ms",
         "req/s d/b",
         "p50 d/b",
+        "CPU ms/req",
+        "bare CPU ms/req",
     ):
         t.add_column(col, justify="left" if col in ("backend", "endpoint") else "right")
     for run in runs:
@@ -415,6 +451,8 @@ def _results(runs: list[BackendRun], opts: Options) -> Table:
                 _ms(b.p99_ms),
                 _ratio(d.rps, b.rps, "{:.2f}"),
                 _ratio(d.p50_ms, b.p50_ms, "{:.1f}×"),
+                _ms(r.dashtune_cpu_ms),
+                _ms(r.bare_cpu_ms),
                 end_section=i == len(run.rows) - 1,
             )
     return t
@@ -446,13 +484,63 @@ def _pages(runs: list[BackendRun]) -> Table:
         if pages and min(dash) > 0 and min(bare) > 0:
             spread.append(
                 f"{run.backend} HTTP {max(dash) / min(dash):.2f} (bare "
-                f"{max(bare) / min(bare):.2f}), jobs.page() {max(svc) / min(svc):.2f}"
+                f"{max(bare) / min(bare):.2f}), job_reads.page() {max(svc) / min(svc):.2f}"
             )
     # The bare server's bodies do not depend on page_no: its spread is the machine's noise.
     t.caption = (
-        "max/min across pages — " + "; ".join(spread) + ". svc = jobs.page(): median of 100 "
+        "max/min across pages — " + "; ".join(spread) + ". svc = job_reads.page(): median of 100 "
         "in-process calls, pages interleaved, no HTTP."
     )
+    return t
+
+
+def _filtered(runs: list[BackendRun]) -> Table:
+    """The model= list at its first and last page: the last page's cost over the first's."""
+    t = Table(title="model=-filtered list: last page vs page 1 (a model_rank range)")
+    for col in ("backend", "page_no", "req/s", "p50 ms", "svc ms", "p50 / page 1", "svc / page 1"):
+        t.add_column(col, justify="left" if col == "backend" else "right")
+    for run in runs:
+        rows = sorted(
+            (r for r in run.rows if r.target.filtered), key=lambda r: r.target.page_no or 0
+        )
+        if not rows:
+            continue
+        first = rows[0]
+        svc0 = run.model_ms[first.target.page_no or 1]
+        for r in rows:
+            n = r.target.page_no or 1
+            t.add_row(
+                run.backend,
+                str(n),
+                f"{r.dashtune.rps:,.0f}",
+                _ms(r.dashtune.p50_ms),
+                _ms(run.model_ms[n]),
+                _ratio(r.dashtune.p50_ms, first.dashtune.p50_ms, "{:.2f}"),
+                _ratio(run.model_ms[n], svc0, "{:.2f}"),
+            )
+    t.caption = "svc = job_reads.page(..., model): median of 100 in-process calls, no HTTP."
+    return t
+
+
+def _starts(runs: list[BackendRun]) -> Table:
+    t = Table(title="create -> RUNNING with a free slot (POST sent -> GET answers RUNNING)")
+    for col in ("backend", "samples", "median s", "worst s"):
+        t.add_column(col, justify="left" if col == "backend" else "right")
+    for r in runs:
+        if r.start is not None:
+            t.add_row(
+                r.backend,
+                str(len(r.start.seconds)),
+                f"{r.start.median:.3f}",
+                f"{r.start.worst:.3f}",
+            )
+        if r.notify_s:
+            t.add_row(
+                f"{r.backend}, scheduler in another process (tick 10 s): create -> QUEUING",
+                str(len(r.notify_s)),
+                f"{statistics.median(r.notify_s):.3f}",
+                f"{max(r.notify_s):.3f}",
+            )
     return t
 
 
@@ -474,9 +562,22 @@ def run(args: list[str]) -> None:
             "does, so the ratios understate dashtune's overhead.[/yellow]"
         )
     runs = [_bench_backend(b, opts, client, console) for b in opts.backends]
+    if opts.starts > 0:
+        for r in runs:
+            with _database(r.backend, opts.pg_admin) as url:
+                r.start = start_latency.measure(url, opts.starts)
+            console.print(
+                f"[dim]{r.backend}: create -> RUNNING "
+                f"{', '.join(f'{x:.3f}' for x in r.start.seconds)} s[/dim]"
+            )
+            if r.backend == "postgres":
+                with _database(r.backend, opts.pg_admin) as url:
+                    r.notify_s = start_latency.across_processes(url, opts.starts)
     console.print(_facts(opts, client, runs, busy))
     console.print(_results(runs, opts))
     console.print(_pages(runs))
+    console.print(_filtered(runs))
+    console.print(_starts(runs))
     bad = [
         (run.backend, r.target.label)
         for run in runs

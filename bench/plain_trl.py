@@ -2,10 +2,13 @@
 
 Runs SFTTrainer with assistant-only loss on a chat JSONL file and prints one JSON object:
 wall_s (whole script: imports, load, train, save), train_s (trainer.train only), tokens
-(non-padding tokens trained), train_tokens_per_s, steps, final_loss. The only dashtune
-code used is ensure_tiny_model, to get the same built-in model a dashtune job trains.
+(non-padding tokens trained), train_tokens_per_s, steps, final_loss, peak_rss_mib and, with
+--validation, eval_loss (after training). Everything else is SFTConfig's defaults: padded
+batches, no packing, TRL's gradient checkpointing. The only dashtune code used is
+ensure_tiny_model, to get the same built-in model a dashtune job trains.
 
-    python bench/plain_trl.py --data train.jsonl [--model DIR] [--epochs 3] [--batch-size 8]
+    python bench/plain_trl.py --data train.jsonl [--validation val.jsonl] [--model DIR]
+        [--epochs 3] [--batch-size 8]
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ STARTED = time.perf_counter()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import resource  # noqa: E402
 import tempfile  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help='JSONL of {"messages": [...]} samples')
+    p.add_argument("--validation", help="JSONL evaluated after training (eval_loss)")
     p.add_argument("--model", help="model dir (default: build dashtune-tiny in a temp dir)")
     p.add_argument("--output", help="output dir (default: a temp dir)")
     p.add_argument("--epochs", type=int, default=1)
@@ -54,9 +59,13 @@ def main() -> None:
         model_dir = ensure_tiny_model(os.path.join(work, "dashtune-tiny"))
     output = args.output or os.path.join(work, "out")
 
-    with open(args.data) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    dataset = Dataset.from_list([{"messages": r["messages"]} for r in rows])
+    def read(path: str) -> Dataset:
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return Dataset.from_list([{"messages": r["messages"]} for r in rows])
+
+    dataset = read(args.data)
+    eval_dataset = read(args.validation) if args.validation else None
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
 
@@ -78,9 +87,14 @@ def main() -> None:
         disable_tqdm=True,
     )
     trainer = SFTTrainer(
-        model=model, args=config, train_dataset=dataset, processing_class=tokenizer
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
     )
     result = trainer.train()
+    eval_loss = trainer.evaluate()["eval_loss"] if eval_dataset is not None else None
     trainer.save_model(os.path.join(output, "final"))
 
     tokens = int(trainer.state.num_input_tokens_seen)
@@ -94,6 +108,8 @@ def main() -> None:
                 "train_tokens_per_s": round(tokens / train_s, 1) if train_s else None,
                 "steps": trainer.state.global_step,
                 "final_loss": round(float(result.training_loss), 4),
+                "eval_loss": None if eval_loss is None else round(float(eval_loss), 4),
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             }
         )
     )

@@ -70,7 +70,7 @@ def bulk_jobs(srv: Server, job_id: str, total: int) -> float:
         with engine.begin() as conn:
             real = dict(conn.execute(select(jobs_t).where(jobs_t.c.id == job_id)).mappings().one())
             count = conn.scalar(select(ws_t.c.job_count).where(ws_t.c.id == real["workspace_id"]))
-            if real["rank"] != 1 or count != 1:
+            if real["rank"] != 1 or real.get("model_rank", 1) != 1 or count != 1:
                 raise RuntimeError(f"expected a fresh workspace, got rank {real['rank']}/{count}")
             batch: list[dict[str, Any]] = []
             for rank in range(2, total + 1):
@@ -93,6 +93,8 @@ def bulk_jobs(srv: Server, job_id: str, total: int) -> float:
                         "log_count": 0,
                     }
                 )
+                if "model_rank" in real:  # every copy has the real job's base model
+                    batch[-1]["model_rank"] = rank
                 if len(batch) == BATCH:
                     conn.execute(jobs_t.insert(), batch)
                     batch = []
@@ -101,6 +103,16 @@ def bulk_jobs(srv: Server, job_id: str, total: int) -> float:
             conn.execute(
                 update(ws_t).where(ws_t.c.id == real["workspace_id"]).values(job_count=total)
             )
+            counts_t = Base.metadata.tables.get("model_job_counts")  # absent before 0009
+            if counts_t is not None:
+                conn.execute(
+                    update(counts_t)
+                    .where(
+                        counts_t.c.workspace_id == real["workspace_id"],
+                        counts_t.c.base_model == real["base_model"],
+                    )
+                    .values(job_count=total)
+                )
         if not url.startswith("sqlite"):
             # What autovacuum does on its own after this many inserts. Not on SQLite: nothing
             # runs ANALYZE there, and without stat4 its statistics would turn the scheduler's

@@ -1,8 +1,11 @@
 """`make bench` training section: a dashtune job vs the same training in a plain TRL script.
 
-Same tiny model, same data, same hyper-parameters, one torch thread each, run one after
-the other in this process's session. Prints wall times (ratio), trainer tokens/s for
-both, create→RUNNING latency and cancel→worker-gone latency.
+Two workloads. Small: the tiny model on uniform 64-token samples, same hyper-parameters,
+one torch thread each, run one after the other in this process's session; prints wall
+times (ratio), trainer tokens/s for both, create→RUNNING latency and cancel→worker-gone
+latency. Realistic (bench/realistic.py): 1,000 long-tailed chat samples on a ~23M Qwen2.
+`--workload small|realistic|both` (default both); `--realistic-samples N` shrinks the
+realistic one for a quick run.
 """
 
 from __future__ import annotations
@@ -156,6 +159,20 @@ def _dashtune(tmp: Path, data: Path) -> dict[str, Any]:
 
 
 def run(args: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="bench training")
+    p.add_argument("--workload", choices=("small", "realistic", "both"), default="both")
+    workload = p.parse_known_args(args or [])[0].workload
+    if workload in ("small", "both"):
+        _small()
+    if workload in ("realistic", "both"):
+        from bench import realistic
+
+        realistic.run(args)
+
+
+def _small() -> None:
     console = Console()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

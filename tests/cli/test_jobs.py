@@ -56,7 +56,7 @@ def test_create_list_get_cancel_delete(cli: Cli, server: Server, tmp_path: Path)
     shown = cli.ok("jobs", "get", job_id).stdout
     for text in (job_id, "efficient_sft", "n_epochs", "lora_rank", "allowed_actions", "cancel"):
         assert text in shown, text
-    assert cli.json("jobs", "get", job_id)["allowed_actions"] == ["cancel"]
+    assert cli.json("jobs", "get", job_id)["allowed_actions"] == ["cancel", "pause"]
 
     logs = cli.json("jobs", "logs", job_id)
     assert logs["total"] >= 2 and any("queued" in line for line in logs["logs"])
@@ -181,3 +181,46 @@ def test_checkpoints_metrics_and_export(
     cli.ok("jobs", "cancel", job_id)
     engine.finish(runtime, job_id, engine.Outcome(canceled=True))
     assert cli.json("jobs", "export", job_id, "checkpoint-4", "--model-name", "early") is True
+
+
+def test_pause_and_resume(cli: Cli, server: Server, runtime: Any, tmp_path: Path) -> None:
+    job_id = create(cli, write_jsonl(tmp_path / "t.jsonl", sft_rows(4)))["job_id"]
+    wait_status(server, job_id, "QUEUING")
+    assert_cli_error(
+        cli("jobs", "resume", job_id), "UnsupportedOperation", "QUEUING", "only PAUSED jobs"
+    )
+
+    # QUEUING pauses at once: no worker has anything to save.
+    assert cli.ok("jobs", "pause", job_id).stdout == f"pause requested for {job_id}: PAUSED\n"
+    paused = cli.json("jobs", "get", job_id)
+    assert paused["status"] == "PAUSED" and paused["allowed_actions"] == ["cancel", "resume"]
+    assert "PAUSED" in cli.ok("jobs", "get", job_id).stdout
+    assert_cli_error(cli("jobs", "pause", job_id), "UnsupportedOperation", "cannot be paused")
+    assert_cli_error(
+        cli("jobs", "delete", job_id), "UnsupportedOperation", "PAUSED", "cancel it first"
+    )
+    assert cli.json("jobs", "get", job_id)["status"] == "PAUSED"  # the refusals changed nothing
+
+    assert cli.ok("jobs", "resume", job_id).stdout == f"resumed {job_id}: QUEUING\n"
+    assert cli.json("jobs", "get", job_id)["status"] == "QUEUING"
+    logs = "\n".join(cli.json("jobs", "logs", job_id)["logs"])
+    assert "Pause requested by" in logs and "Resume requested by" in logs
+
+    # RUNNING pauses through PAUSING, until its worker (played here by the engine) stops.
+    claimed = engine.claim_next(runtime, "cli-test")
+    assert claimed is not None and claimed.id == job_id
+    pausing = cli.json("jobs", "pause", job_id)
+    assert pausing["job_id"] == job_id and pausing["status"] == "PAUSING"
+    assert_cli_error(cli("jobs", "resume", job_id), "UnsupportedOperation", "PAUSING")
+    engine.finish(runtime, job_id, engine.Outcome(usage=7, paused=True))
+    assert cli.json("jobs", "get", job_id)["status"] == "PAUSED"
+    resumed = cli.json("jobs", "resume", job_id)
+    assert resumed["job_id"] == job_id and resumed["status"] == "QUEUING"
+
+    # Delete once canceled.
+    cli.ok("jobs", "pause", job_id)
+    assert cli.json("jobs", "cancel", job_id) == {"status": "success"}
+    assert cli.json("jobs", "get", job_id)["status"] == "CANCELED"
+    assert_cli_error(cli("jobs", "resume", job_id), "UnsupportedOperation", "CANCELED")
+    cli.ok("jobs", "delete", job_id)
+    assert_cli_error(cli("jobs", "get", job_id), "NotFound", job_id)

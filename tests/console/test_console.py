@@ -158,6 +158,29 @@ def test_cancel_and_delete_buttons_follow_allowed_actions(
         assert c.get(f"/fine-tunes/{queued}").json()["output"]["status"] == "CANCELED"
 
 
+def test_pause_and_resume_buttons_follow_allowed_actions(
+    page: Any, server: Server, runtime: Any, file_id: str
+) -> None:
+    login(page, server)
+    job_id = running_job(server, runtime, file_id)
+    page.goto(f"{server.base}/console/#/jobs/{job_id}")
+    page.wait_for_selector(".badge-running")
+    assert page.is_visible("#pause-job") and not page.is_visible("#resume-job")
+    page.click("#pause-job")
+    page.wait_for_selector(".title-row .badge-pausing")
+    assert page.is_disabled("#pause-job") and page.is_disabled("#delete-job")
+    engine.finish(runtime, job_id, engine.Outcome(usage=7, paused=True))  # resume point saved
+    page.wait_for_selector(".title-row .badge-paused")
+    assert page.is_visible("#resume-job") and not page.is_visible("#pause-job")
+    assert page.is_enabled("#cancel-job") and page.is_disabled("#delete-job")
+    shot(page, "job-paused")
+    page.click("#resume-job")
+    page.wait_for_selector(".title-row .badge-queuing")
+    assert page.is_visible("#pause-job") and not page.is_visible("#resume-job")
+    with server.http() as c:
+        assert c.get(f"/fine-tunes/{job_id}").json()["output"]["status"] == "QUEUING"
+
+
 ALL_ROWS_IN = """([states, mustShow]) => {
     const rows = [...document.querySelectorAll('tr[data-job-id]')];
     return rows.some(r => r.dataset.jobId === mustShow)
@@ -309,3 +332,34 @@ def test_export_a_checkpoint_from_the_job_page(
         cps = c.get(f"/fine-tunes/{job_id}/checkpoints").json()["output"]
     assert [(x["checkpoint"], x["status"]) for x in cps] == [("checkpoint-4", "SUCCEEDED")]
     shot(page, "job-checkpoint-exported")
+
+
+def test_unknown_job_failed_reason_queue_wait_and_file_names(
+    page: Any, server: Server, runtime: Any, file_id: str
+) -> None:
+    """What a newcomer met: an unknown job loading forever, failures and waits unexplained,
+    training files shown as bare UUIDs."""
+    failed = running_job(server, runtime, file_id)
+    reason = "file 'train.jsonl' line 3: needs at least one assistant message"
+    engine.finish(runtime, failed, engine.Outcome(code="InvalidDataset", message=reason))
+    waiting = queued_job(server, file_id)
+
+    login(page, server)
+    failed_row = page.locator(f"tr[data-job-id='{failed}'] .status-note")
+    assert f"InvalidDataset: {reason}" in failed_row.inner_text()
+    waiting_row = page.locator(f"tr[data-job-id='{waiting}'] .status-note")
+    assert "Waiting for a free training slot" in waiting_row.inner_text()
+
+    page.goto(f"{server.base}/console#/jobs/{waiting}")
+    page.wait_for_function(
+        "document.querySelector('.file-name') && "
+        "document.querySelector('.file-name').textContent === 'train.jsonl'"
+    )
+    assert "Waiting for a free training slot" in page.inner_text("body")
+    shot(page, "job-queued-with-file-names")
+
+    page.goto(f"{server.base}/console#/jobs/ft-000000000000-0000")
+    page.wait_for_selector("#job-not-found")
+    text = page.inner_text("body")
+    assert "Job not found" in text and "NotFound" in text and "Loading…" not in text
+    shot(page, "job-not-found")

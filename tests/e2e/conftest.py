@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,19 +19,28 @@ from tests.conftest import Server, start_server, stop_server
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED")
 
 
-@pytest.fixture(scope="session")
-def train_server(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
-    """SQLite by default; DASHTUNE_E2E_BACKEND=postgres runs the same tests on PostgreSQL."""
-    backend = os.environ.get("DASHTUNE_E2E_BACKEND", "sqlite")
-    data_dir = tmp_path_factory.mktemp(f"e2e-{backend}")
-    srv = start_server(
+# The backend of `train_server`, which most e2e tests share.
+E2E_BACKEND = os.environ.get("DASHTUNE_E2E_BACKEND", "sqlite")
+
+
+def start_train_server(data_dir: Path, database_url: str) -> Server:
+    """A training server with the local executor, as every e2e test that trains uses."""
+    return start_server(
         data_dir,
-        database_factory(backend, data_dir),
+        database_url,
         DASHTUNE_EXECUTOR="local",
         DASHTUNE_MAX_CONCURRENT_JOBS="2",
         DASHTUNE_HEARTBEAT_INTERVAL="1",
         DASHTUNE_CANCEL_GRACE_SECONDS="5",
+        DASHTUNE_MAX_ATTEMPTS="6",  # tests/e2e/test_resume.py kills one worker 5 times
     )
+
+
+@pytest.fixture(scope="session")
+def train_server(tmp_path_factory: pytest.TempPathFactory, database_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+    """SQLite by default; DASHTUNE_E2E_BACKEND=postgres runs the same tests on PostgreSQL."""
+    data_dir = tmp_path_factory.mktemp(f"e2e-{E2E_BACKEND}")
+    srv = start_train_server(data_dir, database_factory(E2E_BACKEND, data_dir))
     yield srv
     stop_server(srv)
 
@@ -133,3 +143,58 @@ def wait_gone(pid: int, timeout: float = 10) -> None:
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, f"process {pid} still alive"
         time.sleep(0.05)
+
+
+def freeze_worker(server: Server, pid: int, timeout: float = 60) -> None:
+    """SIGSTOP a worker at a moment it is inside no database transaction, so a test can
+    hold it still (a job that must not end before a pause, a kill or a take-over lands).
+
+    A worker frozen inside one would hold up the server: on SQLite its write lock blocks
+    every other writer; on PostgreSQL the session is ended after 15 s idle in a
+    transaction (store/db.py) and the worker wakes to a closed connection. So: stopped,
+    checked (SQLite: a write lock of our own must be free at once; PostgreSQL: each of the
+    worker's sessions is idle, twice, as a query sent just before the stop may still run),
+    let go and retried if not."""
+    import psutil
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    proc = psutil.Process(pid)
+    rt = server.runtime()
+
+    def quiet() -> bool:
+        if rt.db.is_sqlite:
+            with rt.db.engine.connect() as conn:
+                try:
+                    conn.exec_driver_sql("PRAGMA busy_timeout=0")
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    return True
+                except Exception:
+                    return False
+                finally:
+                    conn.rollback()
+                    conn.exec_driver_sql("PRAGMA busy_timeout=30000")
+        port = make_url(server.database_url).port or 5432
+        conns = proc.net_connections(kind="tcp")
+        ports = [c.laddr.port for c in conns if c.raddr and c.raddr.port == port]
+        q = text("SELECT state FROM pg_stat_activity WHERE client_port = ANY(:p)")
+        for _ in range(2):
+            with rt.db.read() as s:
+                if [str(x) for x in s.scalars(q, {"p": ports})] != ["idle"] * len(ports):
+                    return False
+            time.sleep(0.3)
+        return True
+
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            os.kill(pid, signal.SIGSTOP)
+            while proc.status() != psutil.STATUS_STOPPED:
+                time.sleep(0.0005)
+            if quiet():
+                return
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(random.uniform(0.01, 0.1))
+        raise AssertionError(f"worker {pid} never left the database alone")
+    finally:
+        rt.close()

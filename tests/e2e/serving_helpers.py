@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from dashtune.serving.protocol import TOKEN_HEADER
 from tests.conftest import Server
 from tests.e2e.conftest import words
 
@@ -61,12 +62,13 @@ def write_catalog(path: Path, broken_dir: Path) -> Path:
 
 
 def serving_state(server: Server) -> dict[str, Any]:
-    """{pid, url} of the serving process, as the supervisor wrote them."""
+    """{pid, url, token} of the serving process, as the supervisor wrote them."""
     return dict(json.loads((server.data_dir / "serving.json").read_text()))
 
 
 def serving_stats(server: Server) -> dict[str, Any]:
-    r = httpx.get(serving_state(server)["url"] + "/stats", timeout=10)
+    state = serving_state(server)
+    r = httpx.get(state["url"] + "/stats", headers={TOKEN_HEADER: state["token"]}, timeout=10)
     r.raise_for_status()
     return dict(r.json())
 

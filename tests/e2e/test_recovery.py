@@ -1,4 +1,6 @@
-"""A job whose worker died while the server was down is failed on restart, not left RUNNING."""
+"""A job whose worker died while the server was down is retried (here: failed, with
+DASHTUNE_MAX_ATTEMPTS=1) on restart, not left RUNNING. tests/e2e/test_resume.py has the
+retry that resumes."""
 
 from __future__ import annotations
 
@@ -25,7 +27,11 @@ pytestmark = pytest.mark.e2e
 
 def test_restart_fails_jobs_whose_worker_is_gone(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = {"DASHTUNE_EXECUTOR": "local", "DASHTUNE_HEARTBEAT_INTERVAL": "1"}
+    env = {
+        "DASHTUNE_EXECUTOR": "local",
+        "DASHTUNE_HEARTBEAT_INTERVAL": "1",
+        "DASHTUNE_MAX_ATTEMPTS": "1",
+    }
     srv = start_server(data, "", **env)
     try:
         with srv.http() as c:
@@ -66,6 +72,7 @@ def test_api_process_never_imports_torch(tmp_path: Path) -> None:
         # torch loads libtorch_cpu.so into any process that imports it.
         maps = Path(f"/proc/{srv.proc.pid}/maps").read_text()
         assert "libtorch" not in maps
+        assert "_raylet" not in maps  # Ray is imported only with DASHTUNE_EXECUTOR=ray
         assert psutil.Process(srv.proc.pid).memory_info().rss < 300 * 2**20
     finally:
         stop_server(srv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +57,14 @@ def create_job(client: httpx.Client, file_id: str, **extra: Any) -> dict[str, An
     r = client.post("/fine-tunes", json=body)
     assert r.status_code == 200, r.text
     return dict(r.json()["output"])
+
+
+def wait_status(c: httpx.Client, job_id: str, status: str, timeout: float = 20) -> dict[str, Any]:
+    """Poll the job until it reaches ``status``; fail naming the state it is stuck in."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = dict(c.get(f"/fine-tunes/{job_id}").json()["output"])
+        if job["status"] == status:
+            return job
+        assert time.monotonic() < deadline, f"{job_id} stuck in {job['status']}, wanted {status}"
+        time.sleep(0.1)

@@ -158,3 +158,22 @@ def test_lost_blob_is_a_logged_500(server: Server) -> None:
         body = assert_error(r, 500, "InternalError", "request_id")
         assert body["request_id"] in body["message"]
         assert body["request_id"] in server.log_text()
+
+
+def test_lost_blob_through_the_openai_sdk_is_a_500_in_openais_shape(server: Server) -> None:
+    """The OpenAI-compatible routes answer OpenAI's error object on every error, the
+    catch-all 500 included (issue 13, item 8)."""
+    import openai
+
+    client = openai.OpenAI(
+        base_url=server.base + "/compatible-mode/v1", api_key=server.key, max_retries=0
+    )
+    f = client.files.create(file=("lost.jsonl", b'{"text": "x"}\n'), purpose="fine-tune")
+    (server.data_dir / "files" / f.id[:2] / f.id).unlink()
+    with pytest.raises(openai.InternalServerError) as lost:
+        client.files.content(f.id)
+    body = lost.value.response.json()
+    assert set(body["error"]) >= {"message", "type", "code", "param"}, body
+    assert body["error"]["code"] == "InternalError" and body["error"]["type"] == "server_error"
+    assert body["request_id"] in body["error"]["message"]
+    assert body["request_id"] in server.log_text()

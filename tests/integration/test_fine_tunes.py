@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import dashscope
 import pytest
 from dashscope import FineTunes
 
+from dashtune.config import Settings
 from tests.conftest import Server
-from tests.integration.helpers import TIME, assert_error, create_job, sft_rows, upload, write_jsonl
+from tests.integration.helpers import (
+    TIME,
+    assert_error,
+    create_job,
+    sft_rows,
+    upload,
+    wait_status,
+    write_jsonl,
+)
 
 JOB_ID = re.compile(r"^ft-\d{12}-[0-9a-f]{4}$")
 
@@ -143,6 +153,16 @@ def test_list_paging_newest_first_and_model_filter(server: Server, tmp_path: Pat
         out = c.get("/fine-tunes", params={"page_size": 100}).json()["output"]
         assert [j["job_id"] for j in out["jobs"]] == [m for m in reversed(made) if m != made[2]]
         assert out["total"] == 5
+        # ... and the model-filtered pages (ranks per base model) too.
+        tiny = [m for m in reversed(made[:5]) if m != made[2]]
+        pages = [
+            c.get(
+                "/fine-tunes", params={"model": "dashtune-tiny", "page_no": n, "page_size": 3}
+            ).json()["output"]
+            for n in (1, 2, 3)
+        ]
+        assert [p["total"] for p in pages] == [4, 4, 4]
+        assert [j["job_id"] for p in pages for j in p["jobs"]] == tiny
         for bad in ({"page_size": 101}, {"page_size": 0}, {"page_no": 0}, {"page_no": "x"}):
             assert_error(c.get("/fine-tunes", params=bad), 400, "InvalidParameter")
 
@@ -202,6 +222,30 @@ def test_list_paging_newest_first_and_model_filter(server: Server, tmp_path: Pat
         (
             {"model": "dashtune-tiny", "training_file_ids": ["FID"], "hyper_parameters": [1]},
             ["hyper_parameters"],
+        ),
+        (
+            {
+                "model": "dashtune-tiny",
+                "training_file_ids": ["FID"],
+                "hyper_parameters": {"packing": "maybe"},
+            },
+            ["packing", "true, false"],
+        ),
+        (
+            {
+                "model": "dashtune-tiny",
+                "training_file_ids": ["FID"],
+                "hyper_parameters": {"gradient_checkpointing": 2},
+            },
+            ["gradient_checkpointing", "auto"],
+        ),
+        (
+            {
+                "model": "dashtune-tiny",
+                "training_file_ids": ["FID"],
+                "hyper_parameters": {"attn_implementation": "flash"},
+            },
+            ["attn_implementation", "sdpa"],
         ),
     ],
 )
@@ -307,6 +351,9 @@ def test_revoked_key_is_401(server: Server) -> None:
             check=True,
             capture_output=True,
         )
+        # Refused by every server within DASHTUNE_AUTH_CACHE_SECONDS of the revoke (each
+        # remembers a key that long; test_key_revocation.py checks two replicas).
+        time.sleep(Settings().auth_cache_seconds + 0.5)
         assert_error(c.get("/files"), 401, "InvalidApiKey")
 
 
@@ -350,6 +397,8 @@ def test_logs_offset_and_line(server: Server, file_id: str) -> None:
 
     with server.http() as c:
         job = create_job(c, file_id)
+        # Validation logs in the background: let it finish so the log stops growing.
+        wait_status(c, job["job_id"], "QUEUING")
         engine.log(rt, job["job_id"], [f"line {i}" for i in range(1, 6)])
         out = c.get(f"/fine-tunes/{job['job_id']}/logs", params={"offset": 1, "line": 2}).json()[
             "output"

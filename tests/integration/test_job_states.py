@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import time
 from pathlib import Path
 
@@ -14,17 +15,14 @@ from dashscope import FineTunes
 from dashtune.services import engine
 from dashtune.services.runtime import Runtime
 from tests.conftest import Server
-from tests.integration.helpers import assert_error, create_job, sft_rows, upload, write_jsonl
-
-
-def wait_status(c: httpx.Client, job_id: str, status: str, timeout: float = 20) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while True:
-        job = c.get(f"/fine-tunes/{job_id}").json()["output"]
-        if job["status"] == status:
-            return dict(job)
-        assert time.monotonic() < deadline, f"{job_id} stuck in {job['status']}, wanted {status}"
-        time.sleep(0.1)
+from tests.integration.helpers import (
+    assert_error,
+    create_job,
+    sft_rows,
+    upload,
+    wait_status,
+    write_jsonl,
+)
 
 
 @pytest.fixture
@@ -66,7 +64,7 @@ def test_job_without_engine_waits_in_queuing(
     queued = wait_status(c, job["job_id"], "QUEUING")
     time.sleep(1.5)  # several scheduler ticks: nothing runs it
     assert c.get(f"/fine-tunes/{job['job_id']}").json()["output"]["status"] == "QUEUING"
-    assert queued["allowed_actions"] == ["cancel"]
+    assert queued["allowed_actions"] == ["cancel", "pause"]
 
 
 def test_invalid_dataset_fails_job_naming_file_and_line(
@@ -236,6 +234,8 @@ def test_sse_stream_through_the_sdk(
     events = list(FineTunes.stream_events(j["job_id"], api_key=key))
     payloads = [e.output for e in events]
     assert all(e.status_code == 200 for e in events)
+    # Each payload is the frame's JSON text exactly: no leading space from `data: `.
+    assert all(isinstance(p, str) and p == p.strip() and json.loads(p)["type"] for p in payloads)
     text = " ".join(str(p) for p in payloads)
     assert "step 1/2 loss=1.0" in text and "SUCCEEDED" in text
     r = httpx.get(

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dashtune.services import engine
 from tests.conftest import Server, start_server, stop_server
-from tests.integration.helpers import create_job, sft_rows, upload, write_jsonl
+from tests.integration.helpers import create_job, sft_rows, upload, wait_status, write_jsonl
 
 
 def scrape(server: Server) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -30,20 +30,13 @@ def value(
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def wait_status(c: httpx.Client, job_id: str, status: str) -> None:
-    deadline = time.monotonic() + 30
-    while c.get(f"/fine-tunes/{job_id}").json()["output"]["status"] != status:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-
-
 def test_requests_and_job_states_move(server: Server, tmp_path: Path) -> None:
     route = "/api/v1/fine-tunes/{job_id}"
     with server.http() as c:
         file_id = upload(c, write_jsonl(tmp_path / "t.jsonl", sft_rows(2)))
         before = scrape(server)
         job_id = create_job(c, file_id)["job_id"]
-        wait_status(c, job_id, "QUEUING")
+        wait_status(c, job_id, "QUEUING", timeout=30)
         queued = scrape(server)
         c.get("/fine-tunes/ft-missing")
         c.post(f"/fine-tunes/{job_id}/cancel")
@@ -116,7 +109,7 @@ def test_ended_jobs_feed_duration_and_tokens_once(server: Server, tmp_path: Path
             file_id = upload(c, write_jsonl(tmp_path / "t.jsonl", sft_rows(2)))
             before = scrape(server)
             job_id = create_job(c, file_id, training_type="efficient_sft")["job_id"]
-            wait_status(c, job_id, "QUEUING")
+            wait_status(c, job_id, "QUEUING", timeout=30)
             assert engine.claim_next(rt, "metrics-test") is not None
             c.post(f"/fine-tunes/{job_id}/cancel")
         engine.finish(rt, job_id, engine.Outcome(canceled=True, usage=1234))

@@ -81,6 +81,7 @@ def hyper_parameters(training_type: str, **overrides: Any) -> dict[str, Any]:
         "lora_dropout": 0.0,
         "target_modules": "all-linear",
         "dpo_beta": 0.1,
+        "packing": True,  # the API's default (domain.hyperparams)
     }
     hp.update(overrides)
     return hp

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dashtune.trainer.data import read_rows, split_validation, validation_size
+from dashtune.trainer.data import encode_all, read_rows, split_validation, validation_size
 from dashtune.trainer.errors import TrainingError
 from tests.trainer.tasks import sft_row, write_jsonl
 
@@ -48,10 +48,29 @@ def test_invalid_line_names_file_and_line(tmp_path: Path, line: str, problem: st
     good = write_jsonl(tmp_path / "x.jsonl", [sft_row("abc"), sft_row("defg")])
     path.write_text(Path(good).read_text() + line + "\n")
     with pytest.raises(TrainingError) as exc:
-        read_rows([good, str(path)], "sft")
+        list(read_rows([good, str(path)], "sft"))
     assert exc.value.code == "InvalidDataset"
     assert "mydata.jsonl" in exc.value.message and "line 3" in exc.value.message
     assert problem in exc.value.message
+
+
+def test_rows_stream_through_encoding_without_all_being_held(tmp_path: Path) -> None:
+    """Reading and encoding a 12 MB file peaks far below the file's parsed size."""
+    import tracemalloc
+
+    long = "x" * 2000
+    rows = [sft_row(f"{i} {long}") for i in range(6000)]
+    path = write_jsonl(tmp_path / "big.jsonl", rows)
+    size = Path(path).stat().st_size
+    assert size > 12e6
+    tracemalloc.start()
+    try:
+        enc = encode_all(read_rows([path], "sft"), lambda row: ({"n": 1}, 1), max_length=10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(enc.samples) == 6000
+    assert peak < size / 8, f"peak {peak / 1e6:.1f} MB reading a {size / 1e6:.1f} MB file"
 
 
 def test_weights_follow_messages(tiny_model: str) -> None:

@@ -33,7 +33,8 @@ def test_training_error_carries_code_and_message() -> None:
 def test_scheduler_side_imports_do_not_load_torch() -> None:
     code = (
         "import sys, dashtune.trainer, dashtune.trainer.spec, dashtune.trainer.errors, "
-        "dashtune.trainer.run; print(sorted(m for m in ('torch', 'transformers', 'trl') "
+        "dashtune.trainer.run, dashtune.services.readiness, dashtune.services.chat_templates; "
+        "print(sorted(m for m in ('torch', 'transformers', 'trl') "
         "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

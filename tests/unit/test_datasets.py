@@ -55,3 +55,16 @@ def test_not_json_and_not_utf8() -> None:
         check_dataset([b'{"text": "\xff"}\n'], TrainingType.CPT)
     with pytest.raises(DatasetError, match="no samples"):
         check_dataset([b"\n"], TrainingType.CPT)
+
+
+def test_trl_style_preference_rows_are_refused_with_the_expected_shape() -> None:
+    import pytest
+
+    from dashtune.domain.datasets import DatasetError, check_line
+    from dashtune.domain.training import TrainingType
+
+    row = {"prompt": "reverse abc", "chosen": "cba", "rejected": "abc"}
+    with pytest.raises(DatasetError) as exc:
+        check_line(4, row, TrainingType.DPO_LORA)
+    assert "line 4: uses TRL's 'prompt' field" in str(exc.value)
+    assert '"messages": [{"role": "user"' in str(exc.value) and '"chosen"' in str(exc.value)

@@ -41,6 +41,13 @@ def test_numeric_strings_and_case() -> None:
         ({"prompt_loss": 2}, "prompt_loss"),
         ({"max_length": 8}, "max_length"),
         ({"learning_rate": "nan"}, "learning_rate"),
+        ({"packing": "yes"}, "packing"),
+        ({"packing": 1}, "packing"),
+        ({"packing": "auto"}, "packing"),  # packing has no "auto": it is on unless turned off
+        ({"gradient_checkpointing": "sometimes"}, "gradient_checkpointing"),
+        ({"bf16": 0}, "bf16"),
+        ({"use_liger_kernel": []}, "use_liger_kernel"),
+        ({"attn_implementation": "flash"}, "attn_implementation"),
     ],
 )
 def test_rejections_name_the_key(declared: dict, word: str) -> None:  # type: ignore[type-arg]
@@ -51,3 +58,34 @@ def test_rejections_name_the_key(declared: dict, word: str) -> None:  # type: ig
 def test_not_applied_keys_are_accepted() -> None:
     got = resolve({"data_augmentation": True, "freeze_vit": True}, TrainingType.SFT)
     assert "data_augmentation" not in got
+
+
+def test_keys_that_do_not_apply_to_the_training_type_are_named() -> None:
+    from dashtune.domain.hyperparams import inapplicable
+    from dashtune.domain.training import TrainingType
+
+    declared = {"lora_rank": 4, "dpo_beta": 0.2, "prompt_loss": 0.1, "n_epochs": 2}
+    assert inapplicable(declared, TrainingType.SFT) == [
+        "dpo_beta (applies to dpo_full, dpo_lora only)",
+        "lora_rank (applies to efficient_sft, dpo_lora only)",
+    ]
+    assert inapplicable(declared, TrainingType.DPO_LORA) == [
+        "prompt_loss (applies to sft, efficient_sft only)"
+    ]
+    assert inapplicable({"n_epochs": 1}, TrainingType.CPT) == []
+
+
+def test_packing_and_hardware_settings() -> None:
+    sft = resolve({}, TrainingType.SFT)
+    assert sft["packing"] is True
+    assert sft["bf16"] == sft["gradient_checkpointing"] == sft["use_liger_kernel"] == "auto"
+    assert sft["attn_implementation"] == "auto"
+    got = resolve(
+        {"packing": "False", "gradient_checkpointing": True, "bf16": "auto"}, TrainingType.CPT
+    )
+    assert got["packing"] is False and got["gradient_checkpointing"] is True
+    assert got["bf16"] == "auto"
+    assert resolve({"attn_implementation": "EAGER"}, TrainingType.SFT)["attn_implementation"] == (
+        "eager"
+    )
+    assert "packing" not in resolve({}, TrainingType.DPO_FULL)  # DPO batches its own pairs

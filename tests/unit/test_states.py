@@ -17,7 +17,15 @@ def test_cancel_rules() -> None:
 
 
 def test_delete_only_when_ended() -> None:
-    for live in (JobStatus.PENDING, JobStatus.QUEUING, JobStatus.RUNNING, JobStatus.CANCELING):
+    live_states = (
+        JobStatus.PENDING,
+        JobStatus.QUEUING,
+        JobStatus.RUNNING,
+        JobStatus.CANCELING,
+        JobStatus.PAUSING,
+        JobStatus.PAUSED,
+    )
+    for live in live_states:
         assert not can(live, Action.DELETE)
         with pytest.raises(UnsupportedOperation, match="cancel it first"):
             transition("j", live, Action.DELETE)
@@ -37,6 +45,31 @@ def test_engine_transitions() -> None:
 
 
 def test_allowed_actions() -> None:
-    assert allowed_actions(JobStatus.RUNNING) == ["cancel"]
+    assert allowed_actions(JobStatus.QUEUING) == ["cancel", "pause"]
+    assert allowed_actions(JobStatus.RUNNING) == ["cancel", "pause"]
+    assert allowed_actions(JobStatus.PAUSING) == ["cancel", "pause"]
+    assert allowed_actions(JobStatus.PAUSED) == ["cancel", "resume"]
     assert allowed_actions(JobStatus.SUCCEEDED) == ["delete", "export"]
     assert allowed_actions(JobStatus.FAILED) == ["delete"]
+
+
+def test_pause_and_resume_rules() -> None:
+    assert transition("j", JobStatus.RUNNING, Action.PAUSE) is JobStatus.PAUSING
+    assert transition("j", JobStatus.QUEUING, Action.PAUSE) is JobStatus.PAUSED
+    assert transition("j", JobStatus.PAUSING, Action.PAUSE) is JobStatus.PAUSING
+    assert transition("j", JobStatus.PAUSING, Action.STOPPED) is JobStatus.PAUSED
+    assert transition("j", JobStatus.PAUSING, Action.CANCEL) is JobStatus.CANCELING
+    assert transition("j", JobStatus.PAUSED, Action.RESUME) is JobStatus.QUEUING
+    assert transition("j", JobStatus.PAUSED, Action.CANCEL) is JobStatus.CANCELED
+    for state in set(JobStatus) - {JobStatus.QUEUING, JobStatus.RUNNING, JobStatus.PAUSING}:
+        with pytest.raises(UnsupportedOperation, match="cannot be paused"):
+            transition("j", state, Action.PAUSE)
+    for state in set(JobStatus) - {JobStatus.PAUSED}:
+        with pytest.raises(UnsupportedOperation, match="cannot be resumed"):
+            transition("j", state, Action.RESUME)
+
+
+def test_only_a_running_job_is_retried() -> None:
+    assert transition("j", JobStatus.RUNNING, Action.RETRY) is JobStatus.QUEUING
+    for state in set(JobStatus) - {JobStatus.RUNNING}:
+        assert not can(state, Action.RETRY)

@@ -9,14 +9,22 @@ otherwise they read as one text line. The request_id is the one the caller got i
 from __future__ import annotations
 
 import logging
+import re
 import time
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dashtune.api.metrics import route_template
+from dashtune.api.metrics import method_label, route_template, status_label
 
 log = logging.getLogger("dashtune.access")
+UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters as `\\xNN` escapes: a request cannot forge log lines."""
+    return UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 class AccessLogMiddleware:
@@ -24,6 +32,10 @@ class AccessLogMiddleware:
         self.app = app
         self.requests = requests
         self.seconds = seconds
+        # The labelled children, looked up once per label set: `labels()` validates and
+        # locks on every call. Bounded, as the labels are (see api.metrics).
+        self.counters: dict[tuple[str, str, str], Any] = {}
+        self.timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,19 +61,28 @@ class AccessLogMiddleware:
             elapsed = time.perf_counter() - started
             ms = elapsed * 1000
             route = route_template(scope, root_path)
-            self.requests.labels(scope["method"], route, str(status)).inc()
-            self.seconds.labels(scope["method"], route).observe(elapsed)
+            method = method_label(scope["method"])
+            key = (method, route, status_label(status))
+            counter = self.counters.get(key)
+            if counter is None:
+                counter = self.counters[key] = self.requests.labels(*key)
+            counter.inc()
+            timer = self.timers.get(key[:2])
+            if timer is None:
+                timer = self.timers[(method, route)] = self.seconds.labels(method, route)
+            timer.observe(elapsed)
+            path = printable(scope["path"])
             log.info(
                 "%s %s %s %.1fms request_id=%s",
-                scope["method"],
-                scope["path"],
+                method,
+                path,
                 status,
                 ms,
                 request_id,
                 extra={
-                    "method": scope["method"],
+                    "method": method,
                     "route": route,
-                    "path": scope["path"],
+                    "path": path,
                     "status": status,
                     "duration_ms": round(ms, 2),
                     "request_id": request_id,

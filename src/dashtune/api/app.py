@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,50 +11,93 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from dashtune import __version__
-from dashtune.api import compat, deployments, files, fine_tunes, generation, metrics, models
+from dashtune.api import (
+    compat,
+    deployments,
+    estimate,
+    files,
+    fine_tunes,
+    generation,
+    metrics,
+    models,
+    openai_files,
+    openai_fine_tuning,
+    webhooks,
+)
 from dashtune.api.access_log import AccessLogMiddleware
 from dashtune.api.envelope import RequestIdMiddleware, install_handlers, ok
+from dashtune.api.job_feed import JobFeed
+from dashtune.api.openapi import install_openapi
+from dashtune.api.url_guard import UrlGuardMiddleware
 from dashtune.console import router as console
 from dashtune.scheduler.loop import Scheduler
+from dashtune.services.principal_cache import PrincipalCache
 from dashtune.services.runtime import Runtime
 from dashtune.serving.supervisor import Supervisor
+from dashtune.store.sweep import sweep
 
 
 def create_app(rt: Runtime, *, start_scheduler: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt.blobs.sweep()
-        scheduler = Scheduler(rt) if start_scheduler else None
+        sweep(rt.settings, rt.db, rt.blobs)
+        scheduler = Scheduler(rt) if start_scheduler and rt.settings.scheduler else None
         if scheduler:
             scheduler.start()
         app.state.serving = Supervisor(rt) if rt.settings.serving else None
         if app.state.serving:
             app.state.serving.start()
+        lower_priority(rt.settings.api_nice)
         try:
             yield
         finally:
+            await app.state.job_feed.stop()
             if scheduler:
                 scheduler.stop()
             if app.state.serving:
                 await app.state.serving.stop()
 
-    app = FastAPI(title="dashtune", version=__version__, lifespan=lifespan, docs_url="/docs")
+    # No /docs: FastAPI's Swagger UI loads from a CDN (breaks offline, and would be a
+    # third-party script beside the console); /openapi.json stays.
+    app = FastAPI(
+        title="dashtune", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.runtime = rt
     app.state.serving = None  # the serving Supervisor while the app runs with serving on
+    app.state.job_feed = JobFeed(rt, tail=rt.settings.stream_tail_lines)
+    app.state.principals = PrincipalCache(rt.settings.auth_cache_seconds)
     install_handlers(app)
+    # Each add_middleware wraps the ones before: console headers (console.install) outside
+    # the access log, outside the request id (which renders errors), outside the URL guard.
+    app.add_middleware(UrlGuardMiddleware)
     app.add_middleware(RequestIdMiddleware)
     requests, seconds = metrics.install(app, rt)
     app.add_middleware(AccessLogMiddleware, requests=requests, seconds=seconds)
     console.install(app)
+    app.include_router(estimate.router)  # before fine_tunes: /fine-tunes/estimate
     app.include_router(files.router)
     app.include_router(fine_tunes.router)
     app.include_router(deployments.router)
     app.include_router(generation.router)
     app.include_router(compat.router)
     app.include_router(models.router)
+    app.include_router(openai_files.router)
+    app.include_router(openai_fine_tuning.router)
+    app.include_router(webhooks.router)
+    install_openapi(app)
 
     @app.get("/health")
     def health() -> JSONResponse:
         return ok({"status": "ok", "version": __version__})
 
     return app
+
+
+def lower_priority(nice: int) -> None:
+    """Renice this thread, the event loop, by `nice`: request handling and the threads it
+    starts from now on yield the CPU to training workers. Threads started before (the
+    scheduler, which starts workers, and the serving supervisor) keep their priority:
+    Linux keeps a nice value per thread and a child inherits its creator's."""
+    if nice > 0 and hasattr(os, "setpriority"):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)

@@ -2,7 +2,8 @@
 
 Same keys, same models and same serving path as the native route; only the shapes
 differ, errors included: every error raised while handling these routes (auth too)
-renders as OpenAI's `{"error": {message, type, code, param}}`, through `OpenAIRoute`.
+renders as OpenAI's `{"error": {message, type, code, param}}`: through `OpenAIRoute` here,
+and through `envelope.error_response` for what fails outside a route (unknown paths, 500s).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -21,29 +23,14 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from dashtune.api import generation
-from dashtune.api.auth import Caller, RuntimeDep
-from dashtune.api.envelope import json_body, request_id
+from dashtune.api.auth import Caller, RuntimeDep, app_runtime
+from dashtune.api.envelope import error_response, json_body, request_id
+from dashtune.api.openai_errors import openai_error
 from dashtune.domain.errors import DashtuneError, InvalidParameter
+from dashtune.domain.redaction import hide_paths
 from dashtune.services import deployments
 from dashtune.serving.client import ServingStream
 from dashtune.serving.protocol import Sampling, Usage, validated
-
-ERROR_TYPES = {
-    401: "authentication_error",
-    403: "permission_error",
-    429: "rate_limit_error",
-    500: "server_error",
-    503: "server_error",
-}
-
-
-def openai_error(code: str, message: str, status: int) -> dict[str, Any]:
-    """OpenAI's error body; `code` keeps the DashScope code so both APIs share one vocabulary."""
-    kind = ERROR_TYPES.get(status, "invalid_request_error")
-    return {
-        "error": {"message": message, "type": kind, "code": code, "param": None},
-        "request_id": request_id(),
-    }
 
 
 class OpenAIRoute(APIRoute):
@@ -56,15 +43,15 @@ class OpenAIRoute(APIRoute):
             try:
                 return await handler(request)
             except DashtuneError as exc:
-                return JSONResponse(
-                    openai_error(exc.code, exc.message, exc.status), status_code=exc.status
-                )
+                return error_response(exc, request.url.path, app_runtime(request).settings.data_dir)
             except RequestValidationError as exc:
                 first = exc.errors()[0] if exc.errors() else {}
                 message = (
                     f"Parameter {'.'.join(map(str, first.get('loc', ())))}: {first.get('msg')}."
                 )
-                return JSONResponse(openai_error("InvalidParameter", message, 400), status_code=400)
+                return JSONResponse(
+                    openai_error("InvalidParameter", message, 400, request_id()), status_code=400
+                )
 
         return route
 
@@ -82,6 +69,7 @@ def _call(body: dict[str, Any]) -> generation.Call:
         model=body.get("model"),
         messages=generation.conversation(body.get("messages"), "messages"),
         sampling=validated(Sampling, params, ""),
+        tuned_on_demand=True,
     )
 
 
@@ -119,11 +107,11 @@ async def chat_completions(
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     stream = await generation.open_stream(request, who, rt, call)
-    return EventSourceResponse(_chunks(stream, head, include_usage), ping=15)
+    return EventSourceResponse(_chunks(stream, head, include_usage, rt.settings.data_dir), ping=15)
 
 
 async def _chunks(
-    stream: ServingStream, head: dict[str, Any], include_usage: bool
+    stream: ServingStream, head: dict[str, Any], include_usage: bool, data_dir: Path
 ) -> AsyncIterator[dict[str, str]]:
     """`chat.completion.chunk`s: the role, the content deltas, the finish reason, then
     (with stream_options.include_usage) the usage, and `[DONE]`."""
@@ -136,7 +124,16 @@ async def _chunks(
     yield chunk({"role": "assistant", "content": ""})
     async for line in stream.lines():
         if line.error is not None:
-            yield {"data": json.dumps(openai_error(line.error.code, line.error.message, 500))}
+            yield {
+                "data": json.dumps(
+                    openai_error(
+                        line.error.code,
+                        hide_paths(line.error.message, data_dir),
+                        500,
+                        request_id(),
+                    )
+                )
+            }
             return
         if line.delta:
             yield chunk({"content": line.delta})

@@ -37,7 +37,7 @@ async def create(request: Request, who: Caller, rt: RuntimeDep) -> JSONResponse:
     )
     dep = await run_in_threadpool(deployments.create, rt, who, req)
     _wake_serving(request)
-    return ok(deployment_view(dep))
+    return ok(deployment_view(dep, rt.settings.data_dir))
 
 
 @router.get("")
@@ -47,7 +47,7 @@ def list_deployments(
     rows, total = deployments.page(rt, who, page_no, page_size)
     return ok(
         {
-            "deployments": [deployment_view(d) for d in rows],
+            "deployments": [deployment_view(d, rt.settings.data_dir) for d in rows],
             "total": total,
             "page_no": page_no,
             "page_size": page_size,
@@ -57,7 +57,7 @@ def list_deployments(
 
 @router.get("/{deployed_model}")
 def get_deployment(deployed_model: str, who: Caller, rt: RuntimeDep) -> JSONResponse:
-    return ok(deployment_view(deployments.get(rt, who, deployed_model)))
+    return ok(deployment_view(deployments.get(rt, who, deployed_model), rt.settings.data_dir))
 
 
 @router.put("/{deployed_model}/scale")
@@ -65,7 +65,7 @@ async def scale(deployed_model: str, request: Request, who: Caller, rt: RuntimeD
     body = await json_body(request)
     dep = await run_in_threadpool(deployments.scale, rt, who, deployed_model, body.get("capacity"))
     _wake_serving(request)
-    return ok(deployment_view(dep))
+    return ok(deployment_view(dep, rt.settings.data_dir))
 
 
 @router.delete("/{deployed_model}")
@@ -97,9 +97,11 @@ async def _events(rt: Runtime, who: Principal, name: str) -> AsyncIterator[DashS
         try:
             dep = await run_in_threadpool(deployments.get, rt, who, name)
         except DashtuneError as exc:
-            yield error_event(exc.code, exc.message, rid, exc.status, id=frame + 1)
+            yield error_event(
+                exc.code, exc.message, rid, exc.status, id=frame + 1, data_dir=rt.settings.data_dir
+            )
             return
-        view = deployment_view(dep)
+        view = deployment_view(dep, rt.settings.data_dir)
         if view != last:
             last, frame = view, frame + 1
             yield DashScopeEvent({"type": "status", **view, "request_id": rid}, id=frame)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,14 +15,18 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dashtune.api.json_body import json_body
+from dashtune.api.openai_errors import is_openai_path, openai_error
 from dashtune.domain.errors import (
     DashtuneError,
     InternalError,
     InvalidParameter,
     MethodNotAllowed,
     NotFound,
-    UnsupportedMediaType,
 )
+from dashtune.domain.redaction import hide_paths
+
+__all__ = ["RequestIdMiddleware", "error_response", "install_handlers", "json_body", "ok"]
 
 log = logging.getLogger("dashtune.api")
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
@@ -65,69 +70,76 @@ class RequestIdMiddleware:
                 response = error_response(
                     InternalError(
                         f"Internal server error; quote request_id {rid} when reporting it."
-                    )
+                    ),
+                    scope["path"],
                 )
                 await response(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
 
 
-def ok(output: Any, key: str = "output", **extra: Any) -> JSONResponse:
-    """A success body: `{request_id, output}` (files use key `data`)."""
+def ok(
+    output: Any, key: str = "output", *, fallback: Callable[[], Any] | None = None, **extra: Any
+) -> JSONResponse:
+    """A success body: `{request_id, output}` (files use key `data`).
+
+    With `fallback`, `output` may hold values that are not strict JSON (views built
+    unchecked): when it does not encode, the body is rendered again with `fallback()`'s
+    output (the checked views), so a good body costs one encoding."""
     body: dict[str, Any] = {"request_id": request_id(), key: output}
     body.update(extra)
-    return JSONResponse(body)
-
-
-def error_response(exc: DashtuneError) -> JSONResponse:
-    return JSONResponse(
-        {"request_id": request_id(), "code": exc.code, "message": exc.message},
-        status_code=exc.status,
-    )
-
-
-async def json_body(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or the right 400/415 saying what is wrong."""
-    raw = await request.body()
-    ctype = request.headers.get("content-type", "")
-    if raw and ctype and "json" not in ctype.lower():
-        raise UnsupportedMediaType(
-            f"Content-Type '{ctype}' is not supported here; send application/json."
-        )
-    if not raw.strip():
-        return {}
+    if fallback is None:
+        return JSONResponse(body)
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidParameter(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(body, dict):
-        raise InvalidParameter("The request body must be a JSON object.")
-    return body
+        return JSONResponse(body)
+    except (ValueError, UnicodeEncodeError):
+        body[key] = fallback()
+        return JSONResponse(body)
+
+
+def error_headers(exc: DashtuneError) -> dict[str, str]:
+    """Retry-After on errors that say when to retry (503 while a model loads)."""
+    return {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+
+
+def error_response(exc: DashtuneError, path: str = "", data_dir: Path | str = "") -> JSONResponse:
+    """The one error renderer: DashScope's `{request_id, code, message}`, or OpenAI's
+    `{error: {...}}` on the OpenAI-compatible routes. Server paths never show."""
+    message = hide_paths(exc.message, data_dir)
+    if is_openai_path(path):
+        body = openai_error(exc.code, message, exc.status, request_id())
+    else:
+        body = {"request_id": request_id(), "code": exc.code, "message": message}
+    return JSONResponse(body, status_code=exc.status, headers=error_headers(exc))
 
 
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(DashtuneError)
-    async def _dashtune(_: Request, exc: DashtuneError) -> JSONResponse:
-        return error_response(exc)
+    async def _dashtune(request: Request, exc: DashtuneError) -> JSONResponse:
+        return error_response(exc, request.url.path, request.app.state.runtime.settings.data_dir)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "body", "path")]
         field = ".".join(loc) or "request"
         return error_response(
-            InvalidParameter(f"Parameter {field}: {first.get('msg', 'invalid')}.")
+            InvalidParameter(f"Parameter {field}: {first.get('msg', 'invalid')}."),
+            request.url.path,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return error_response(NotFound(f"No route {request.method} {request.url.path}."))
+            return error_response(
+                NotFound(f"No route {request.method} {request.url.path}."), request.url.path
+            )
         if exc.status_code == 405:
             return error_response(
-                MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+                MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."),
+                request.url.path,
             )
         err = DashtuneError(str(exc.detail))
         err.status = exc.status_code
         err.code = "InvalidParameter" if exc.status_code < 500 else "InternalError"
-        return error_response(err)
+        return error_response(err, request.url.path)

@@ -2,58 +2,74 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
+from dashtune import crashpoint
 from dashtune.api.auth import Caller, RuntimeDep
 from dashtune.api.envelope import ok
+from dashtune.api.multipart import FilePart, read_upload
 from dashtune.api.paging import PageNo, PageSize
 from dashtune.api.views import file_view
-from dashtune.domain.errors import InvalidParameter, RequestTooLarge, UnsupportedMediaType
+from dashtune.domain import ids
+from dashtune.domain.errors import InvalidParameter, UnsupportedMediaType
 from dashtune.services import files
+from dashtune.services.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/files", tags=["files"])
 
-MULTIPART_OVERHEAD = 1 << 20
+
+def stager(rt: Runtime) -> Callable[[str], FilePart]:
+    """Where each file part's bytes go as they arrive: a staged blob under a new file id."""
+
+    def stage(filename: str) -> FilePart:
+        name = files.check_name(filename or "upload.jsonl")
+        file_id = ids.new_file_id()
+        return FilePart(name, file_id, rt.blobs.staged(file_id, rt.settings.max_upload_bytes))
+
+    return stage
 
 
 @router.post("")
 async def upload(request: Request, who: Caller, rt: RuntimeDep) -> JSONResponse:
-    limit = rt.settings.max_upload_bytes
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit + MULTIPART_OVERHEAD:
-        raise RequestTooLarge(f"The upload is {length} bytes; the limit is {limit} bytes per file.")
+    """Stream the parts to staged blobs (api/multipart.py), then validate and publish each."""
     if "multipart/form-data" not in request.headers.get("content-type", ""):
         raise UnsupportedMediaType("Upload files as multipart/form-data with a part named 'files'.")
-    form = await request.form(max_files=100, max_fields=200)
+    limit = rt.settings.max_upload_bytes
+    form = await read_upload(request, stager(rt), limit, rt.settings.max_upload_files)
+    staged: list[files.Staged] = []
     try:
-        parts = [p for p in form.getlist("files") if isinstance(p, UploadFile)]
-        if not parts:
+        if not form.files:
             raise InvalidParameter("Missing file: send the file in a multipart part named 'files'.")
-        descriptions = [str(d) for d in form.getlist("descriptions")]
-        purpose = form.get("purpose")
-        uploaded: list[dict[str, str]] = []
-        try:
-            for i, part in enumerate(parts):
-                row = await run_in_threadpool(
-                    files.upload,
+        descriptions = form.fields.get("descriptions", [])
+        purposes = form.fields.get("purpose", [])
+        purpose = purposes[0] if purposes else None
+        for i, part in enumerate(form.files):
+            assert part.staged is not None
+            staged.append(
+                await run_in_threadpool(
+                    files.check_staged,
                     rt,
                     who,
-                    part.filename or "upload.jsonl",
-                    part.file,
+                    part.file_id,
+                    part.staged,
+                    part.filename,
                     descriptions[i] if i < len(descriptions) else "",
-                    str(purpose) if purpose is not None else None,
+                    purpose,
                 )
-                uploaded.append({"file_id": row.id, "name": row.name})
-        except BaseException:
-            # One request, one outcome: a rejected part un-stores the parts before it.
-            for done in uploaded:
-                await run_in_threadpool(files.delete, rt, who, done["file_id"])
-            raise
-    finally:
-        await form.close()
+            )
+            if len(form.files) > 1:
+                crashpoint.reach(rt.settings, "upload-mid-request")
+        # One request, one outcome: every part is listed in one transaction, or none.
+        rows = await run_in_threadpool(files.publish, rt, staged)
+    except BaseException:
+        form.discard()
+        files.discard(rt, staged)
+        raise
+    uploaded = [{"file_id": row.id, "name": row.name} for row in rows]
     return ok({"uploaded_files": uploaded, "failed_uploads": []}, key="data")
 
 

@@ -1,9 +1,8 @@
-"""Fine-tune job routes (§3): create, list, get, cancel, delete, logs, stream, checkpoints, export."""
+"""Fine-tune job routes (§3): create, list, get, cancel, delete, logs, stream, checkpoints,
+export; and the dashtune extensions pause, resume and metrics."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -14,18 +13,18 @@ from starlette.concurrency import run_in_threadpool
 
 from dashtune.api.auth import Caller, RuntimeDep
 from dashtune.api.envelope import json_body, ok, request_id
+from dashtune.api.job_feed import JobFeed
 from dashtune.api.paging import PageNo, PageSize
-from dashtune.api.sse import error_event
+from dashtune.api.sse import DashScopeEvent, error_event
 from dashtune.api.views import checkpoint_view, job_view
-from dashtune.domain.errors import DashtuneError
+from dashtune.domain.errors import DashtuneError, NotFound
+from dashtune.domain.redaction import hide_paths
 from dashtune.domain.states import is_terminal
-from dashtune.services import jobs
+from dashtune.services import job_reads, jobs
 from dashtune.services.runtime import Runtime
 from dashtune.services.tenancy import Principal
 
 router = APIRouter(prefix="/api/v1/fine-tunes", tags=["fine-tunes"])
-
-STREAM_POLL_SECONDS = 0.5
 
 
 @router.post("")
@@ -42,7 +41,7 @@ async def create(request: Request, who: Caller, rt: RuntimeDep) -> JSONResponse:
         job_name=body.get("job_name"),
     )
     job = await run_in_threadpool(jobs.create, rt, who, req)
-    return ok(job_view(job))
+    return ok(job_view(job, rt.settings.data_dir))
 
 
 @router.get("")
@@ -53,26 +52,43 @@ def list_jobs(
     page_size: PageSize = 10,
     model: str | None = None,
 ) -> JSONResponse:
-    rows, total = jobs.page(rt, who, page_no, page_size, model)
-    return ok(
-        {
-            "jobs": [job_view(j) for j in rows],
+    rows, total = job_reads.page(rt, who, page_no, page_size, model)
+    data_dir = rt.settings.data_dir
+
+    def output(checked: bool) -> dict[str, Any]:
+        return {
+            "jobs": [job_view(j, data_dir, checked=checked) for j in rows],
             "total": total,
             "page_no": page_no,
             "page_size": page_size,
         }
-    )
+
+    return ok(output(False), fallback=lambda: output(True))
 
 
 @router.get("/{job_id}")
 def get_job(job_id: str, who: Caller, rt: RuntimeDep) -> JSONResponse:
-    return ok(job_view(jobs.get(rt, who, job_id)))
+    job = job_reads.get(rt, who, job_id)
+    data_dir = rt.settings.data_dir
+    return ok(job_view(job, data_dir, checked=False), fallback=lambda: job_view(job, data_dir))
 
 
 @router.post("/{job_id}/cancel")
 def cancel(job_id: str, who: Caller, rt: RuntimeDep) -> JSONResponse:
     jobs.cancel(rt, who, job_id)
     return ok({"status": "success"})
+
+
+@router.post("/{job_id}/pause")
+def pause(job_id: str, who: Caller, rt: RuntimeDep) -> JSONResponse:
+    """dashtune extension: save a resume point and free the job's slot (PAUSING -> PAUSED)."""
+    return ok(job_view(jobs.pause(rt, who, job_id)))
+
+
+@router.post("/{job_id}/resume")
+def resume(job_id: str, who: Caller, rt: RuntimeDep) -> JSONResponse:
+    """dashtune extension: queue a PAUSED job again; it continues from its resume point."""
+    return ok(job_view(jobs.resume(rt, who, job_id)))
 
 
 @router.delete("/{job_id}")
@@ -86,11 +102,11 @@ def logs(
     job_id: str,
     who: Caller,
     rt: RuntimeDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    line: Annotated[int, Query(ge=1)] = 100,
+    offset: Annotated[int, Query(ge=0, le=jobs.MAX_LOG_OFFSET)] = 0,
+    line: Annotated[int, Query(ge=1, le=2**31 - 1)] = 100,
 ) -> JSONResponse:
     lines, total = jobs.logs(rt, who, job_id, offset, min(line, jobs.MAX_LOG_LINES))
-    return ok({"total": total, "logs": lines})
+    return ok({"total": total, "logs": [hide_paths(x, rt.settings.data_dir) for x in lines]})
 
 
 @router.get("/{job_id}/checkpoints")
@@ -105,7 +121,8 @@ def metrics(job_id: str, who: Caller, rt: RuntimeDep) -> JSONResponse:
     return ok({"metrics": [{"step": m.step, **m.values} for m in rows]})
 
 
-@router.api_route("/{job_id}/export/{checkpoint}", methods=["GET", "POST"])
+@router.get("/{job_id}/export/{checkpoint}")
+@router.post("/{job_id}/export/{checkpoint}")
 def export(
     job_id: str, checkpoint: str, who: Caller, rt: RuntimeDep, model_name: str | None = None
 ) -> JSONResponse:
@@ -114,42 +131,88 @@ def export(
 
 
 @router.get("/{job_id}/stream")
-async def stream(job_id: str, who: Caller, rt: RuntimeDep) -> EventSourceResponse:
+async def stream(
+    job_id: str,
+    request: Request,
+    who: Caller,
+    rt: RuntimeDep,
+    offset: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
+) -> EventSourceResponse:
+    """From the log's last lines on; `Last-Event-ID: N` or `?offset=N` asks for the lines
+    after line N (each log event's `id` is its line number)."""
     await run_in_threadpool(jobs.get, rt, who, job_id)  # 404 before the stream opens
-    return EventSourceResponse(_job_events(rt, who, job_id), ping=15)
+    last = request.headers.get("last-event-id", "")
+    after = offset if offset is not None else (int(last) if last.isdigit() else None)
+    feed: JobFeed = request.app.state.job_feed
+    return EventSourceResponse(_job_events(rt, who, feed, job_id, after), ping=15)
 
 
-async def _job_events(rt: Runtime, who: Principal, job_id: str) -> AsyncIterator[Any]:
-    """Status changes, log lines and metrics as `data:` JSON until the job ends."""
-    seen_lines = 0
-    last_status = None
-    last_metrics: dict[str, Any] | None = None
-    while True:
-        try:
-            job = await run_in_threadpool(jobs.get, rt, who, job_id)
-            lines, total = await run_in_threadpool(jobs.logs, rt, who, job_id, seen_lines, 1000)
-        except DashtuneError as exc:
-            # `event:error` exactly as the SDKs match it (sse-starlette would write `event: error`).
-            yield error_event(exc.code, exc.message, request_id(), exc.status)
-            return
-        for line in lines:
-            yield {"data": json.dumps({"type": "log", "job_id": job_id, "line": line})}
-        seen_lines += len(lines)
-        if job.metrics and job.metrics != last_metrics:
-            last_metrics = job.metrics
-            yield {"data": json.dumps({"type": "metrics", "job_id": job_id, **job.metrics})}
-        if job.status != last_status:
-            last_status = job.status
-            yield {
-                "data": json.dumps(
+async def _job_events(
+    rt: Runtime, who: Principal, feed: JobFeed, job_id: str, after: int | None
+) -> AsyncIterator[Any]:
+    """Log lines, metrics and status changes as DashScope `data:` frames until the job ends.
+
+    Log lines come from the process's shared feed; metric frames are the recorded points,
+    each with its own step, read only when the job's latest metrics changed."""
+    async with feed.watch(job_id) as watch:
+        snap = await watch.next()
+        seen = after if after is not None else max(0, (snap.log_count if snap else 0) - feed.tail)
+        # From the end: the newest point only (history with Last-Event-ID / ?offset=).
+        seen_metric = (
+            0 if after is not None else await run_in_threadpool(jobs.metric_before_last, rt, job_id)
+        )
+        last_status = None
+        last_metrics: dict[str, Any] | None = None
+        while True:
+            if snap is None:
+                gone = NotFound(f"Fine-tune job '{job_id}' not found.")
+                yield error_event(
+                    gone.code,
+                    gone.message,
+                    request_id(),
+                    gone.status,
+                    data_dir=rt.settings.data_dir,
+                )
+                return
+            while seen < snap.log_count:
+                lines = await watch.lines_after(seen, snap.log_count)
+                if not lines:
+                    break
+                for seq, line in lines:
+                    line = hide_paths(line, rt.settings.data_dir)
+                    yield DashScopeEvent({"type": "log", "job_id": job_id, "line": line}, id=seq)
+                seen = lines[-1][0]
+            if snap.metrics and snap.metrics != last_metrics:
+                last_metrics = snap.metrics
+                try:
+                    points = await run_in_threadpool(jobs.metrics, rt, who, job_id, seen_metric)
+                except DashtuneError as exc:
+                    yield error_event(
+                        exc.code,
+                        exc.message,
+                        request_id(),
+                        exc.status,
+                        data_dir=rt.settings.data_dir,
+                    )
+                    return
+                for point in points:
+                    seen_metric = point.id
+                    frame = {"type": "metrics", "job_id": job_id, **point.values}
+                    frame["step"] = point.step
+                    if snap.total_steps:
+                        frame["total_steps"] = snap.total_steps
+                    yield DashScopeEvent(frame)
+            if snap.status != last_status:
+                last_status = snap.status
+                yield DashScopeEvent(
                     {
                         "type": "status",
                         "job_id": job_id,
-                        "status": job.status,
-                        "progress": job.progress,
+                        "status": snap.status,
+                        "progress": snap.progress,
+                        "total_steps": snap.total_steps,
                     }
                 )
-            }
-        if is_terminal(job.status) and seen_lines >= total:
-            return
-        await asyncio.sleep(STREAM_POLL_SECONDS)
+            if is_terminal(snap.status) and seen >= snap.log_count:
+                return
+            snap = await watch.next()

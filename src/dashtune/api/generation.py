@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -51,6 +52,7 @@ class Call:
     model: Any
     messages: list[ChatMessage]
     sampling: Sampling
+    tuned_on_demand: bool = False  # fine-tuned models callable undeployed (OpenAI route)
 
 
 def conversation(messages: Any, where: str) -> list[ChatMessage]:
@@ -65,7 +67,9 @@ async def _serving_request(
 ) -> tuple[Any, GenerateRequest]:
     """The serving client and the request for it; 404/400 for names that are not callable."""
     supervisor = request.app.state.serving
-    target = await run_in_threadpool(deployments.resolve_target, rt, who, call.model)
+    target = await run_in_threadpool(
+        deployments.resolve_target, rt, who, call.model, call.tuned_on_demand
+    )
     if supervisor is None:
         raise ServiceUnavailable("Serving is disabled on this server (DASHTUNE_SERVING=false).")
     if not await supervisor.wait_ready(rt.settings.serving_start_timeout):
@@ -163,18 +167,22 @@ async def generation(
         output = native_output(native.result_format, done.text, done.finish_reason)
         return ok(output, usage=native_usage(done.usage))
     stream = await open_stream(request, who, rt, native.call)
-    return EventSourceResponse(_native_frames(stream, native, request_id()), ping=15)
+    return EventSourceResponse(
+        _native_frames(stream, native, request_id(), rt.settings.data_dir), ping=15
+    )
 
 
 async def _native_frames(
-    stream: ServingStream, native: NativeCall, rid: str
+    stream: ServingStream, native: NativeCall, rid: str, data_dir: Path
 ) -> AsyncIterator[DashScopeEvent]:
     """One frame per text delta (cumulative text unless incremental_output), then the end."""
     text, frame = "", 0
     async for line in stream.lines():
         frame += 1
         if line.error is not None:
-            yield error_event(line.error.code, line.error.message, rid, 500, id=frame)
+            yield error_event(
+                line.error.code, line.error.message, rid, 500, id=frame, data_dir=data_dir
+            )
             return
         if line.delta is not None and line.usage is not None:
             text += line.delta

@@ -1,7 +1,8 @@
 """`GET /metrics` in Prometheus format (requests are counted by `access_log`).
 
 Requests are counted by route template (`/api/v1/fine-tunes/{job_id}`), never by raw
-path, so job ids do not multiply the series. Job figures come from the database at
+path, so job ids do not multiply the series; methods outside the standard ones count as
+`other`, so no label takes a value a caller chooses. Job figures come from the database at
 scrape time, so they are right whichever process changed the job:
 
 - `dashtune_jobs{state}` and `dashtune_queue_depth` are counted on each scrape;
@@ -37,9 +38,22 @@ from dashtune.services import stats
 from dashtune.services.runtime import Runtime, utcnow
 
 UNMATCHED = "<unmatched>"
+OTHER = "other"
+# Every label takes a bounded set of values, so requests cannot create series at will.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # An ended job whose end commits later than this after its end_time would be missed.
 END_SLACK = timedelta(minutes=5)
 JOB_SECONDS_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+
+
+def method_label(method: str) -> str:
+    """The HTTP method, or `other` for anything outside the standard ones."""
+    return method if method in METHODS else OTHER
+
+
+def status_label(status: int) -> str:
+    """The status code as a label; codes outside 100..599 are `other`."""
+    return str(status) if 100 <= status <= 599 else OTHER
 
 
 def route_template(scope: Scope, root_path: str) -> str:

@@ -16,9 +16,12 @@ with `status:<http status>` added to error frames (the 1.x SDK reads it).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from sse_starlette.event import ServerSentEvent
+
+from dashtune.domain.redaction import hide_paths
 
 
 class DashScopeEvent(ServerSentEvent):
@@ -42,8 +45,14 @@ class DashScopeEvent(ServerSentEvent):
 
 
 def error_event(
-    code: str, message: str, request_id: str, status: int, id: int | None = None
+    code: str,
+    message: str,
+    request_id: str,
+    status: int,
+    id: int | None = None,
+    data_dir: Path | str = "",
 ) -> DashScopeEvent:
-    """The frame that ends a stream on an error: `{code, message, request_id}`."""
-    body = {"code": code, "message": message, "request_id": request_id}
+    """The frame that ends a stream on an error: `{code, message, request_id}`, server
+    paths (the data directory's among them) hidden."""
+    body = {"code": code, "message": hide_paths(message, data_dir), "request_id": request_id}
     return DashScopeEvent(body, event="error", id=id, status=status)

@@ -53,7 +53,19 @@ class ReportedCommand(TyperCommand):
 
 
 class ReportedGroup(TyperGroup):
-    """A command group whose subcommands report `ApiError` like `ReportedCommand`."""
+    """A command group whose subcommands report `ApiError` like `ReportedCommand`.
+
+    `--json` may also come before the subcommand (`dashtune --json jobs list`): the group
+    hands it on to the subcommand, whose option it is.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        leading = 0
+        while leading < len(args) and args[leading] == "--json":
+            leading += 1
+        if leading and leading < len(args):
+            args = [*args[leading:], "--json"]
+        return list(super().parse_args(ctx, args))
 
     def invoke(self, ctx: Any) -> Any:
         try:

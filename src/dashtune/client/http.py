@@ -147,6 +147,28 @@ class Client:
     def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self.request("POST", f"{API}/fine-tunes", json=body)["output"])
 
+    def estimate_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The pre-flight estimate of a create body (nothing is queued)."""
+        # The first estimate of a fresh server may build the built-in model's tokenizer.
+        out = self.request("POST", f"{API}/fine-tunes/estimate", json=body, timeout=300)
+        return dict(out["output"])
+
+    # -- webhooks (extension) ------------------------------------------------------------
+
+    def create_webhook(self, url: str, event_types: list[str] | None) -> dict[str, Any]:
+        body = {"url": url, "event_types": event_types or None}
+        return dict(self.request("POST", f"{API}/webhooks", json=body)["output"])
+
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", f"{API}/webhooks")["output"]["webhooks"])
+
+    def delete_webhook(self, webhook_id: str) -> dict[str, Any]:
+        return dict(self.request("DELETE", f"{API}/webhooks/{webhook_id}")["output"])
+
+    def webhook_deliveries(self, webhook_id: str) -> list[dict[str, Any]]:
+        out = self.request("GET", f"{API}/webhooks/{webhook_id}/deliveries")["output"]
+        return list(out["deliveries"])
+
     def list_jobs(
         self, page_no: int = 1, page_size: int = 10, model: str | None = None
     ) -> dict[str, Any]:
@@ -161,6 +183,12 @@ class Client:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return dict(self.request("POST", f"{API}/fine-tunes/{job_id}/cancel")["output"])
 
+    def pause_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self.request("POST", f"{API}/fine-tunes/{job_id}/pause")["output"])
+
+    def resume_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self.request("POST", f"{API}/fine-tunes/{job_id}/resume")["output"])
+
     def delete_job(self, job_id: str) -> dict[str, Any]:
         return dict(self.request("DELETE", f"{API}/fine-tunes/{job_id}")["output"])
 
@@ -168,9 +196,12 @@ class Client:
         params = {"offset": offset, "line": line}
         return dict(self.request("GET", f"{API}/fine-tunes/{job_id}/logs", params=params)["output"])
 
-    def job_events(self, job_id: str) -> Iterator[dict[str, Any]]:
-        """The job's stream: `{"type": "log"|"metrics"|"status", ...}` until it ends."""
-        for event, data in self.events("GET", f"{API}/fine-tunes/{job_id}/stream"):
+    def job_events(self, job_id: str, offset: int | None = None) -> Iterator[dict[str, Any]]:
+        """The job's stream: `{"type": "log"|"metrics"|"status", ...}` until it ends; from
+        the log's last lines, or from line `offset` + 1."""
+        params = {} if offset is None else {"offset": offset}
+        path = f"{API}/fine-tunes/{job_id}/stream"
+        for event, data in self.events("GET", path, params=params):
             payload = json.loads(data) if data else {}
             if event == "error":
                 raise ApiError(

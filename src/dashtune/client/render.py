@@ -40,6 +40,8 @@ STATUS_STYLE = {
     "DEPLOYING": "cyan",
     "RUNNING": "cyan",
     "CANCELING": "magenta",
+    "PAUSING": "yellow",
+    "PAUSED": "yellow",
     "DELETING": "magenta",
     "SUCCEEDED": "green",
     "FAILED": "red",

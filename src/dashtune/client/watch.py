@@ -26,15 +26,14 @@ def describe(job: dict[str, Any]) -> str:
     m = job.get("metrics") or {}
     parts = []
     step = m.get("step")
-    progress = job.get("progress") or 0.0
     if step is not None:
-        # The job object has no total step count; progress = step / total recovers it.
-        total = round(step / progress) if progress else None
+        total = job.get("total_steps")  # the trainer's max_steps
         parts.append(f"step {step}/{total}" if total else f"step {step}")
     if "loss" in m:
         parts.append(f"loss {m['loss']:.4f}")
     if "eval_loss" in m:
-        parts.append(f"eval {m['eval_loss']:.4f}")
+        at = f" @{m['eval_step']}" if m.get("eval_step") not in (None, step) else ""
+        parts.append(f"eval {m['eval_loss']:.4f}{at}")
     if m.get("tokens_per_second"):
         parts.append(f"{m['tokens_per_second']:,.0f} tok/s")
     eta = job.get("eta_seconds")

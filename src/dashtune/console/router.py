@@ -8,6 +8,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from dashtune.console.headers import SecurityHeadersMiddleware
+
 STATIC = Path(__file__).parent / "static"
 
 router = APIRouter(include_in_schema=False)
@@ -26,6 +28,7 @@ def index_slash() -> RedirectResponse:
 
 
 def install(app: FastAPI) -> None:
-    """Add the console's routes and static files to `app`."""
+    """Add the console's routes, static files and security headers to `app`."""
+    app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")

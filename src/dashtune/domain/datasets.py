@@ -14,6 +14,11 @@ from typing import Any
 from dashtune.domain.training import DPO_TYPES, TrainingType
 
 ROLES = ("system", "user", "assistant")
+DPO_SHAPE = (
+    'the dpo format puts the prompt in "messages": {"messages": [{"role": "user", "content": '
+    '"..."}], "chosen": "the preferred reply", "rejected": "the other reply"} (a reply may also '
+    'be {"role": "assistant", "content": "..."})'
+)
 
 
 class DatasetError(ValueError):
@@ -35,12 +40,40 @@ def iter_objects(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any]]]
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
+            obj = json.loads(text.rstrip("\r\n"))  # columns then count within the line
         except json.JSONDecodeError as exc:
-            raise DatasetError(number, f"is not valid JSON ({exc.msg})") from None
+            raise DatasetError(number, f"is not valid JSON: {_json_problem(text, exc)}") from None
+        except RecursionError:
+            raise DatasetError(number, "is nested too deeply to be a training sample") from None
+        except ValueError as exc:  # an integer of more than 4300 digits
+            raise DatasetError(number, f"is not valid JSON ({exc})") from None
         if not isinstance(obj, dict):
             raise DatasetError(number, "must be a JSON object")
         yield number, obj
+
+
+# json's messages, in words a user can act on; the column is kept.
+_JSON_WORDS = {
+    "Unterminated string starting at": "a string is not closed",
+    "Invalid control character at": "a string is not closed before the end of the line, or "
+    "holds a raw tab or line break (write \\t, \\n)",
+    "Expecting value": "a value is missing",
+    "Expecting ',' delimiter": "a ',' is missing between two items",
+    "Expecting ':' delimiter": "a ':' is missing after a key",
+    "Expecting property name enclosed in double quotes": "a key is not in double quotes, "
+    "or a ',' has nothing after it",
+    "Extra data": "more follows the end of the JSON value (one object a line)",
+}
+
+
+def _json_problem(text: str, exc: json.JSONDecodeError) -> str:
+    """What is wrong with a line that does not parse, in words, and where."""
+    words = _JSON_WORDS.get(exc.msg, exc.msg)
+    line = text.rstrip("\r\n")
+    where = f"at column {exc.colno}"  # 1-based character position in the line
+    if exc.msg != "Extra data" and not line.rstrip().endswith(("}", "]")):
+        return f"{words} {where}; the line ends before its object is closed (is it cut off?)"
+    return f"{words} {where}"
 
 
 def _check_message(number: int, where: str, msg: Any) -> None:
@@ -82,6 +115,8 @@ def check_line(number: int, obj: dict[str, Any], training_type: TrainingType) ->
             raise DatasetError(number, "needs a non-empty string field 'text' (cpt format)")
         return
     if training_type in DPO_TYPES:
+        if "messages" not in obj and "prompt" in obj:
+            raise DatasetError(number, f"uses TRL's 'prompt' field; {DPO_SHAPE}")
         _check_messages(number, obj, need_assistant=False)
         for key in ("chosen", "rejected"):
             if key not in obj:
@@ -94,8 +129,10 @@ def check_line(number: int, obj: dict[str, Any], training_type: TrainingType) ->
 def check_dataset(lines: Iterable[bytes], training_type: TrainingType) -> int:
     """Validate every line; return the number of samples."""
     count = 0
+    from dashtune.domain.openai_formats import to_dashtune
+
     for number, obj in iter_objects(lines):
-        check_line(number, obj, training_type)
+        check_line(number, to_dashtune(number, obj), training_type)
         count += 1
     if count == 0:
         raise DatasetError(1, "the file has no samples")

@@ -93,13 +93,20 @@ def check_capacity(value: object) -> int:
     return int(value)
 
 
+MAX_DEPLOYED_NAME = 300  # the column's length
+
+
 def deployed_name(model_name: str, suffix: str | None, short_id: str) -> str:
     """`{model_name}-{suffix}`, or `{model_name}-{short id}` without a suffix."""
-    if suffix is None:
-        return f"{model_name}-{short_id}"
-    if not _SUFFIX.match(suffix):
+    if suffix is not None and not _SUFFIX.match(suffix):
         raise InvalidParameter(
             f"suffix {suffix!r} must be 1-64 letters, digits, '-', '_' or '.', "
             "starting with a letter or digit."
         )
-    return f"{model_name}-{suffix}"
+    name = f"{model_name}-{short_id if suffix is None else suffix}"
+    if len(name) > MAX_DEPLOYED_NAME:
+        raise InvalidParameter(
+            f"The deployment name would be {len(name)} characters; the limit is "
+            f"{MAX_DEPLOYED_NAME}: give a shorter suffix."
+        )
+    return name

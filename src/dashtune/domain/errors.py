@@ -12,6 +12,7 @@ class DashtuneError(Exception):
 
     code = "InternalError"
     status = 500
+    retry_after: int | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -68,6 +69,21 @@ class UnsupportedMediaType(DashtuneError):
 class Throttling(DashtuneError):
     code = "Throttling"
     status = 429
+
+
+class ServiceUnavailable(DashtuneError):
+    """Serving is off, starting, or restarting, or a model is loading: retry later."""
+
+    code = "ServiceUnavailable"
+    status = 503
+    retry_after = 2
+
+
+class InsufficientStorage(DashtuneError):
+    """The disk of the data directory (or the database's) is full; retry once space is freed."""
+
+    code = "InsufficientStorage"
+    status = 507
 
 
 class InternalError(DashtuneError):

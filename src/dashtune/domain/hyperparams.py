@@ -16,7 +16,7 @@ from dashtune.domain.training import LORA_TYPES, TrainingType
 
 @dataclass(frozen=True)
 class Param:
-    kind: type  # int, float, str or list
+    kind: type  # int, float, str, bool or list; a bool whose default is "auto" takes "auto"
     default: Any
     lo: float | None = None
     hi: float | None = None
@@ -26,6 +26,7 @@ class Param:
 
 
 SCHEDULERS = ("cosine", "linear", "constant", "inverse_sqrt")
+ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
 
 SCHEMA: dict[str, Param] = {
     "n_epochs": Param(int, 1, 1, 100),
@@ -51,7 +52,20 @@ SCHEMA: dict[str, Param] = {
     "lora_dropout": Param(float, 0.1, 0, 1),
     "target_modules": Param(list, "all-linear"),
     "dpo_beta": Param(float, 0.1, 0, None, lo_open=True),
+    # Resources (issue 8): data-parallel workers, and GPUs each; None = the executor's
+    # default (1 where it has GPUs, else 0), filled in at create (services.capacity).
+    "num_workers": Param(int, 1, 1, 64),
+    "gpus_per_worker": Param(int, None, 0, 16),
+    # Speed (issue 10): packed, padding-free batches, and the hardware settings that
+    # trainer/hardware.py picks when left at "auto" (the job log says what it chose and why).
+    "packing": Param(bool, True),
+    "bf16": Param(bool, "auto"),
+    "gradient_checkpointing": Param(bool, "auto"),
+    "attn_implementation": Param(str, "auto", choices=ATTENTION),
+    "use_liger_kernel": Param(bool, "auto"),
 }
+
+RESOURCE_KEYS = frozenset({"num_workers", "gpus_per_worker"})
 
 LORA_KEYS = frozenset({"lora_rank", "lora_alpha", "lora_dropout", "target_modules"})
 
@@ -72,6 +86,11 @@ def _number(key: str, value: Any, kind: type) -> float | int:
             raise InvalidParameter(
                 f"hyper_parameters.{key} must be a number, got {value!r}."
             ) from None
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        # float() of a 400-digit integer overflows; no parameter takes such a value.
+        raise InvalidParameter(
+            f"hyper_parameters.{key} is out of range (a {len(str(value))}-digit integer)."
+        )
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidParameter(f"hyper_parameters.{key} must be a number, got {value!r}.")
     if kind is int:
@@ -91,7 +110,23 @@ def _check_range(key: str, value: float, p: Param) -> None:
         raise InvalidParameter(f"hyper_parameters.{key}={value!r} is out of range {bound}.")
 
 
+def _flag(key: str, value: Any, p: Param) -> bool | str:
+    """A JSON boolean or the string "true"/"false" (numeric strings are accepted elsewhere,
+    so strings are here too); "auto" where the default is "auto"."""
+    if isinstance(value, bool):
+        return value
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in ("true", "false"):
+        return word == "true"
+    if word == "auto" and p.default == "auto":
+        return word
+    allowed = "true, false" + (" or auto" if p.default == "auto" else "")
+    raise InvalidParameter(f"hyper_parameters.{key} must be {allowed}, got {value!r}.")
+
+
 def _coerce(key: str, value: Any, p: Param) -> Any:
+    if p.kind is bool:
+        return _flag(key, value, p)
     if p.kind in (int, float):
         number = _number(key, value, p.kind)
         _check_range(key, number, p)
@@ -116,8 +151,11 @@ def _coerce(key: str, value: Any, p: Param) -> Any:
     return lowered
 
 
-def resolve(declared: Any, training_type: TrainingType) -> dict[str, Any]:
-    """Validate what the caller declared and fill the defaults for `training_type`."""
+def resolve(
+    declared: Any, training_type: TrainingType, model_defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Validate what the caller declared and fill the defaults for `training_type`
+    (and the catalog's defaults for the model, e.g. num_workers)."""
     if declared is None:
         declared = {}
     if not isinstance(declared, dict):
@@ -125,6 +163,9 @@ def resolve(declared: Any, training_type: TrainingType) -> dict[str, Any]:
     resolved: dict[str, Any] = {k: p.default for k, p in SCHEMA.items()}
     if training_type is TrainingType.EFFICIENT_SFT:
         resolved["learning_rate"] = 1e-4
+    for key, value in (model_defaults or {}).items():
+        if key in SCHEMA:
+            resolved[key] = _coerce(key, value, SCHEMA[key])
     for key, value in declared.items():
         if key in NOT_APPLIED:
             continue
@@ -137,12 +178,39 @@ def resolve(declared: Any, training_type: TrainingType) -> dict[str, Any]:
         if value is None:
             continue
         resolved[key] = _coerce(key, value, param)
+    if resolved["batch_size"] % resolved["num_workers"]:
+        raise InvalidParameter(
+            f"hyper_parameters.batch_size={resolved['batch_size']} is the global batch and "
+            f"must divide among num_workers={resolved['num_workers']} data-parallel workers."
+        )
     if training_type not in LORA_TYPES:
         for key in LORA_KEYS:
             resolved.pop(key, None)
     if training_type not in (TrainingType.DPO_FULL, TrainingType.DPO_LORA):
         resolved.pop("dpo_beta", None)
+    else:
+        resolved.pop("packing", None)  # DPO pairs are batched by TRL's own collator
     return resolved
+
+
+# Keys that only some training types use; every other key applies to all five.
+APPLIES_TO: dict[str, frozenset[TrainingType]] = {
+    **{k: LORA_TYPES for k in LORA_KEYS},
+    "dpo_beta": frozenset({TrainingType.DPO_FULL, TrainingType.DPO_LORA}),
+    "prompt_loss": frozenset({TrainingType.SFT, TrainingType.EFFICIENT_SFT}),
+    "packing": frozenset({TrainingType.SFT, TrainingType.EFFICIENT_SFT, TrainingType.CPT}),
+}
+
+
+def inapplicable(declared: dict[str, Any] | None, training_type: TrainingType) -> list[str]:
+    """Declared keys that `training_type` does not use, each with the types that do."""
+    out = []
+    for key in sorted(declared or {}):
+        types = APPLIES_TO.get(key)
+        if types is not None and training_type not in types:
+            names = ", ".join(t.value for t in TrainingType if t in types)
+            out.append(f"{key} (applies to {names} only)")
+    return out
 
 
 def not_applied(declared: dict[str, Any] | None) -> list[str]:

@@ -6,6 +6,10 @@ import hashlib
 import secrets
 import uuid
 from datetime import datetime
+from typing import Any
+
+from dashtune.domain.errors import InvalidParameter
+from dashtune.domain.json_values import check_text
 
 JOB_ID_PATTERN = r"^ft-\d{12}-[0-9a-f]{4}$"
 
@@ -17,6 +21,18 @@ def new_job_id(now: datetime) -> str:
 
 def new_file_id() -> str:
     return str(uuid.uuid4())
+
+
+def file_id_list(value: Any, name: str) -> list[str]:
+    """The file ids a create body names under `name` (one id or a list; absent: none),
+    stripped, or 400 InvalidParameter: create and the estimate read them alike."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise InvalidParameter(f"{name} must be an array of file ids.")
+    return [check_text(v.strip(), name) for v in value]
 
 
 def new_workspace_id() -> str:

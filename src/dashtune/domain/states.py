@@ -16,6 +16,8 @@ class JobStatus(StrEnum):
     QUEUING = "QUEUING"
     RUNNING = "RUNNING"
     CANCELING = "CANCELING"
+    PAUSING = "PAUSING"  # the worker is saving a resume point before it stops
+    PAUSED = "PAUSED"  # no worker; resumes from its newest resume point
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELED = "CANCELED"
@@ -29,7 +31,10 @@ class Action(StrEnum):
     SUCCEED = "succeed"
     FAIL = "fail"
     CANCEL = "cancel"
-    STOPPED = "stopped"  # the worker of a CANCELING job has exited
+    STOPPED = "stopped"  # the worker of a CANCELING or PAUSING job has exited
+    RETRY = "retry"  # the worker was lost: queue the job again, to resume (engine)
+    PAUSE = "pause"
+    RESUME = "resume"
     DELETE = "delete"
     EXPORT = "export"
 
@@ -51,11 +56,14 @@ _TRANSITIONS: dict[JobStatus, dict[Action, JobStatus]] = {
         Action.START: JobStatus.RUNNING,
         Action.FAIL: JobStatus.FAILED,
         Action.CANCEL: JobStatus.CANCELED,
+        Action.PAUSE: JobStatus.PAUSED,  # no worker yet: nothing to save
     },
     JobStatus.RUNNING: {
         Action.SUCCEED: JobStatus.SUCCEEDED,
         Action.FAIL: JobStatus.FAILED,
         Action.CANCEL: JobStatus.CANCELING,
+        Action.RETRY: JobStatus.QUEUING,
+        Action.PAUSE: JobStatus.PAUSING,
     },
     JobStatus.CANCELING: {
         Action.CANCEL: JobStatus.CANCELING,  # idempotent
@@ -64,13 +72,26 @@ _TRANSITIONS: dict[JobStatus, dict[Action, JobStatus]] = {
         # A worker that finished its last step before it saw the cancel still succeeded.
         Action.SUCCEED: JobStatus.SUCCEEDED,
     },
+    JobStatus.PAUSING: {
+        Action.PAUSE: JobStatus.PAUSING,  # idempotent
+        # Also when the worker died while pausing: it resumes from its newest resume point.
+        Action.STOPPED: JobStatus.PAUSED,
+        Action.CANCEL: JobStatus.CANCELING,
+        Action.FAIL: JobStatus.FAILED,
+        # The pause came after the last step: the job is done.
+        Action.SUCCEED: JobStatus.SUCCEEDED,
+    },
+    JobStatus.PAUSED: {
+        Action.RESUME: JobStatus.QUEUING,
+        Action.CANCEL: JobStatus.CANCELED,
+    },
     JobStatus.SUCCEEDED: {Action.DELETE: JobStatus.SUCCEEDED, Action.EXPORT: JobStatus.SUCCEEDED},
     JobStatus.FAILED: {Action.DELETE: JobStatus.FAILED},
     JobStatus.CANCELED: {Action.DELETE: JobStatus.CANCELED, Action.EXPORT: JobStatus.CANCELED},
 }
 
 # User-facing actions listed in the job object's `allowed_actions` extension.
-USER_ACTIONS = (Action.CANCEL, Action.DELETE, Action.EXPORT)
+USER_ACTIONS = (Action.CANCEL, Action.PAUSE, Action.RESUME, Action.DELETE, Action.EXPORT)
 
 
 def can(status: JobStatus | str, action: Action) -> bool:
@@ -98,6 +119,16 @@ def refusal(job_id: str, status: JobStatus, action: Action) -> str:
         return (
             f"The fine-tune job {job_id} cannot be deleted because it is {status}; "
             "cancel it first and delete it once it is CANCELED."
+        )
+    if action is Action.PAUSE:
+        return (
+            f"The fine-tune job {job_id} cannot be paused because it is {status}; "
+            "only QUEUING and RUNNING jobs can be paused."
+        )
+    if action is Action.RESUME:
+        return (
+            f"The fine-tune job {job_id} cannot be resumed because it is {status}; "
+            "only PAUSED jobs can be resumed."
         )
     if action is Action.EXPORT:
         return f"The fine-tune job {job_id} is {status}; checkpoints can be exported once it ends."

@@ -22,7 +22,13 @@ from dashtune.domain.deployments import (
     deployed_name,
     transition,
 )
-from dashtune.domain.errors import Conflict, InvalidParameter, NotFound, UnsupportedOperation
+from dashtune.domain.errors import (
+    Conflict,
+    InvalidParameter,
+    NotFound,
+    ServiceUnavailable,
+    UnsupportedOperation,
+)
 from dashtune.services import weights
 from dashtune.services.engine import model_path
 from dashtune.services.runtime import Runtime, utcnow
@@ -211,15 +217,34 @@ def delete(rt: Runtime, who: Principal, name: str) -> None:
         dep.gmt_modified = utcnow()
 
 
-def resolve_target(rt: Runtime, who: Principal, name: Any) -> Target:
+def tuned_key(workspace_id: str, name: str) -> str:
+    """The serving key of a fine-tuned model called without a deployment."""
+    return f"tuned:{workspace_id}:{name}"
+
+
+def tuned_key_current(rt: Runtime, key: str) -> bool:
+    """Does the fine-tuned model a `tuned:` serving key was loaded for still exist?"""
+    _, workspace_id, name = key.split(":", 2)
+    return model_path(rt, workspace_id, name) is not None
+
+
+def resolve_target(rt: Runtime, who: Principal, name: Any, tuned_on_demand: bool = False) -> Target:
     """The serving key a model name calls: a RUNNING deployment of the caller's workspace,
-    or a base model of the catalog (loaded on first use)."""
+    or a base model of the catalog (loaded on first use); with `tuned_on_demand` (the
+    OpenAI-compatible route, as OpenAI serves `fine_tuned_model`) also a fine-tuned model
+    of the workspace, loaded on first use like a base model."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidParameter("Missing model: a deployed_model or a base model id.")
     name = name.strip()
     with rt.db.read() as s:
         dep = _find(s, who.workspace_id, name)
     if dep is not None:
+        if dep.status == S.DEPLOYING.value:
+            # Loading, e.g. again after a serving restart: retryable, and says when.
+            again = " again after a serving restart" if dep.message else ""
+            raise ServiceUnavailable(
+                f"Deployment '{dep.deployed_model}' is loading its model{again}; retry shortly."
+            )
         if dep.status != S.RUNNING.value:
             raise UnsupportedOperation(_not_running(dep))
         return Target(serving_key(dep.id), dep.capacity, None)
@@ -227,7 +252,11 @@ def resolve_target(rt: Runtime, who: Principal, name: Any) -> Target:
         path, builtin = weights.base_weights(rt, name)
         spec = weights.Weights(path, None, builtin, name)
         return Target(base_key(name), rt.settings.serving_base_capacity, spec)
-    if model_path(rt, who.workspace_id, name) is not None:
+    tuned = model_path(rt, who.workspace_id, name)
+    if tuned is not None and tuned_on_demand:
+        spec = weights.resolve(rt, who.workspace_id, name)
+        return Target(tuned_key(who.workspace_id, name), rt.settings.serving_base_capacity, spec)
+    if tuned is not None:
         raise UnsupportedOperation(
             f"Model '{name}' is not deployed: deploy it (POST /api/v1/deployments) and call "
             "its deployed_model once the deployment is RUNNING."

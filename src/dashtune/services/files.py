@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy import func, select
 
+from dashtune import crashpoint
 from dashtune.domain import ids
 from dashtune.domain.datasets import DatasetError, iter_objects
 from dashtune.domain.errors import InvalidParameter, NotFound, UnsupportedOperation
+from dashtune.domain.json_values import check_text
 from dashtune.domain.states import TERMINAL
 from dashtune.services.runtime import Runtime, utcnow
 from dashtune.services.tenancy import Principal
 from dashtune.store.tables import Job, StoredFile
 
 PURPOSES = {"fine-tune": "fine-tune", "fine_tune": "fine-tune"}
+MAX_NAME = 500  # the column's length
 
 
 def normalise_purpose(purpose: str | None) -> str:
@@ -27,21 +32,58 @@ def normalise_purpose(purpose: str | None) -> str:
     return normal
 
 
-def upload(
+@dataclass
+class Staged:
+    """A validated upload whose bytes wait beside their final place, not yet published."""
+
+    tmp: Path
+    row: StoredFile
+
+
+def check_name(name: str) -> str:
+    """A file name that may be stored: `.jsonl`, storable text, within the column."""
+    check_text(name, f"File name {name[:80]!a}")
+    if len(name) > MAX_NAME:
+        raise InvalidParameter(f"File name is {len(name)} characters; the limit is {MAX_NAME}.")
+    if not name.lower().endswith(".jsonl"):
+        raise InvalidParameter(f"File '{name}': only .jsonl files are accepted for fine-tuning.")
+    return name
+
+
+def stage(
     rt: Runtime,
     who: Principal,
     name: str,
     source: BinaryIO,
     description: str = "",
     purpose: str | None = None,
-) -> StoredFile:
-    """Store one JSONL file. Nothing is kept unless the whole file is valid."""
-    purpose = normalise_purpose(purpose)
-    if not name.lower().endswith(".jsonl"):
-        raise InvalidParameter(f"File '{name}': only .jsonl files are accepted for fine-tuning.")
+) -> Staged:
+    """Check and stage one JSONL file read from `source`; nothing is listed until `publish`."""
+    normalise_purpose(purpose)
+    check_name(name)
     file_id = ids.new_file_id()
-    tmp, size, md5 = rt.blobs.stage(file_id, source, rt.settings.max_upload_bytes)
+    staged = rt.blobs.stage(file_id, source, rt.settings.max_upload_bytes)
+    return check_staged(rt, who, file_id, staged, name, description, purpose)
+
+
+def check_staged(
+    rt: Runtime,
+    who: Principal,
+    file_id: str,
+    staged: tuple[Path, int, str],
+    name: str,
+    description: str = "",
+    purpose: str | None = None,
+) -> Staged:
+    """Validate bytes already staged (`BlobStore.stage`/`staged`: temp path, size, md5).
+
+    On any error the staged bytes are removed; nothing is listed until `publish`.
+    """
+    tmp, size, md5 = staged
     try:
+        purpose = normalise_purpose(purpose)
+        check_name(name)
+        check_text(description or "", "description")
         if size == 0:
             raise InvalidParameter(f"File '{name}' is empty.")
         with open(tmp, "rb") as f:
@@ -67,16 +109,44 @@ def upload(
         blob=file_id,
         created_at=utcnow(),
     )
-    # Publish the bytes first: a row never points at a missing blob. A crash between
-    # the two leaves an unlisted blob, never a listed half file.
-    rt.blobs.commit(tmp)
+    return Staged(tmp, row)
+
+
+def discard(rt: Runtime, staged: list[Staged]) -> None:
+    for one in staged:
+        rt.blobs.discard(one.tmp)
+
+
+def publish(rt: Runtime, staged: list[Staged]) -> list[StoredFile]:
+    """List every staged file of one request at once: all of them or none.
+
+    The bytes are published first, so a row never points at a missing blob; a crash
+    before the one transaction leaves unlisted blobs, which the start-up sweep removes.
+    """
     try:
+        for one in staged:
+            rt.blobs.commit(one.tmp)
+        crashpoint.reach(rt.settings, "upload-after-blob")
         with rt.db.write() as s:
-            s.add(row)
+            s.add_all(one.row for one in staged)
     except BaseException:
-        rt.blobs.delete(file_id)
+        discard(rt, staged)
+        for one in staged:
+            rt.blobs.delete(one.row.blob)
         raise
-    return row
+    return [one.row for one in staged]
+
+
+def upload(
+    rt: Runtime,
+    who: Principal,
+    name: str,
+    source: BinaryIO,
+    description: str = "",
+    purpose: str | None = None,
+) -> StoredFile:
+    """Store one JSONL file. Nothing is kept unless the whole file is valid."""
+    return publish(rt, [stage(rt, who, name, source, description, purpose)])[0]
 
 
 def get(rt: Runtime, who: Principal, file_id: str) -> StoredFile:
@@ -123,6 +193,8 @@ def delete(rt: Runtime, who: Principal, file_id: str) -> None:
                 "cancel the job or wait for it to end before deleting the file."
             )
         s.delete(row)
+    # Row first: a crash here leaves an unlisted blob for the start-up sweep.
+    crashpoint.reach(rt.settings, "file-delete-after-row")
     rt.blobs.delete(row.blob)
 
 

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dashtune.domain.errors import InvalidParameter
+from dashtune.services import hub
 from dashtune.services.engine import model_path
 from dashtune.services.runtime import Runtime
 
 
 @dataclass(frozen=True)
 class Weights:
-    base_path: str  # a HF model dir (or repo id to look up in the local HF cache)
+    base_path: str  # a HF model dir, or a repo id not yet in the local HF cache
     adapter_path: str | None  # LoRA adapter on top of base_path
     builtin: bool  # base_path is the built-in tiny model, to be generated if missing
     base_model: str  # catalog id of the root base model
@@ -28,9 +29,9 @@ def base_weights(rt: Runtime, model_id: str) -> tuple[str, bool]:
     if entry.builtin:
         return str((rt.settings.models_dir / "builtin" / model_id).resolve()), True
     source = entry.source
-    if source.startswith("/") or source.startswith("."):
-        return str(Path(source).resolve()), False
-    return source, False
+    if not hub.is_repo_id(source):
+        return str(Path(source).expanduser().resolve()), False
+    return hub.cached_snapshot(source) or source, False
 
 
 def resolve(rt: Runtime, workspace_id: str, name: str) -> Weights:

@@ -13,7 +13,13 @@ from typing import Any
 
 import httpx
 
-from dashtune.domain.errors import DashtuneError, InternalError, InvalidParameter, Throttling
+from dashtune.domain.errors import (
+    DashtuneError,
+    InternalError,
+    InvalidParameter,
+    ServiceUnavailable,
+    Throttling,
+)
 from dashtune.serving.protocol import (
     TOKEN_HEADER,
     Completion,
@@ -25,12 +31,7 @@ from dashtune.serving.protocol import (
     UnloadRequest,
 )
 
-
-class ServiceUnavailable(DashtuneError):
-    """Serving is off, starting, or restarting: retry later."""
-
-    code = "ServiceUnavailable"
-    status = 503
+__all__ = ["ServiceUnavailable", "ServingClient", "ControlClient", "ServingStream", "LoadFailed"]
 
 
 class LoadFailed(Exception):

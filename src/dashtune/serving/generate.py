@@ -19,6 +19,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from dashtune.domain.chat_masking import DEFAULT_CHAT_TEMPLATE
 from dashtune.serving.incremental import IncrementalText
 from dashtune.serving.pool import Endpoint, ModelPool
 from dashtune.serving.protocol import (
@@ -46,12 +47,9 @@ class GenerationError(Exception):
 def encode_prompt(endpoint: Endpoint, messages: list[ChatMessage]) -> Any:
     """input_ids and attention_mask of the conversation plus the assistant's turn opener."""
     tok = endpoint.tokenizer
-    if not tok.chat_template:
-        raise GenerationError(
-            "InvalidParameter", f"The model at {endpoint.model_path} has no chat template."
-        )
     return tok.apply_chat_template(
         [m.model_dump() for m in messages],
+        chat_template=tok.chat_template or DEFAULT_CHAT_TEMPLATE,  # what training used too
         add_generation_prompt=True,
         return_dict=True,
         return_tensors="pt",

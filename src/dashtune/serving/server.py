@@ -2,7 +2,7 @@
 
 A small Starlette app on loopback that the API process's supervisor starts and drives:
 `POST /load`, `POST /unload`, `POST /generate` (JSON, or NDJSON lines when streaming),
-and the unauthenticated `GET /health` and `GET /stats`. It knows nothing of users or the
+`GET /stats` (all with the supervisor's token), and the unauthenticated `GET /health`. It knows nothing of users or the
 database: the API process decides what may be called and sends paths and keys.
 Each key has `capacity` request slots; a request waits up to `--queue-seconds` for one,
 then gets 429.
@@ -99,6 +99,9 @@ def create_app(state: State) -> Starlette:
         return JSONResponse({"status": "ok", "pid": os.getpid()})
 
     async def stats(request: Request) -> Response:
+        # It lists every tenant's model and adapter paths: the API's token, like the rest.
+        if not authorised(request):
+            return _error(401, "Unauthorized", "bad serving token")
         import psutil
 
         body = state.pool.stats()

@@ -182,8 +182,10 @@ class Supervisor:
                 cmd, stdout=out, stderr=subprocess.STDOUT, env=env, pass_fds=[self._sock.fileno()]
             )
         self._started_at = time.monotonic()
-        with open(self.state_file, "w") as f:
-            json.dump({"pid": self._proc.pid, "url": self.url}, f)
+        # The token lets an operator (and the tests) read /stats; the file is the owner's only.
+        fd = os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": self._proc.pid, "url": self.url, "token": self._token}, f)
         log.info(
             "serving process %s starting (%d deployment(s) to load)", self._proc.pid, reloading
         )
@@ -226,17 +228,31 @@ class Supervisor:
         deployments.load_failed(
             self.rt,
             work.id,
-            "The serving process died while loading this model (out of memory?); "
-            "delete the deployment and deploy it again, or a smaller model.",
+            f"The serving process ended while loading this model ({self._exit_reason()}); "
+            "see serving.log on the server, then delete the deployment and deploy it again "
+            "(a model too large for the host's memory ends it this way).",
         )
 
+    def _exit_reason(self) -> str:
+        """What is known of how the serving process ended, without guessing a cause."""
+        code = self._proc.returncode if self._proc is not None else None
+        if code is None:
+            return "its process is gone"
+        if code == -9:
+            return "killed by SIGKILL, as the kernel's out-of-memory killer does"
+        return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+
     def _reconcile(self) -> None:
-        """Unload what the serving process holds for deployments that no longer exist."""
+        """Unload what the serving process holds for deployments, or fine-tuned models
+        called without one, that no longer exist."""
         wanted = deployments.wanted_keys(self.rt)
         for endpoint in self._control.stats().get("endpoints", []):
             key = str(endpoint.get("key"))
             if key.startswith("dep-") and key not in wanted:
                 log.info("unloading %s: its deployment is gone", key)
+                self._control.unload(key)
+            elif key.startswith("tuned:") and not deployments.tuned_key_current(self.rt, key):
+                log.info("unloading %s: its fine-tuned model is gone", key)
                 self._control.unload(key)
 
     def _end_process(self) -> None:

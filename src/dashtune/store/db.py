@@ -7,17 +7,28 @@ is what makes the quota check hold under concurrent creates.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from dashtune.domain.errors import InsufficientStorage
+from dashtune.domain.worker_exits import is_disk_full
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+# PostgreSQL ends a session left idle inside a transaction this long (ours last
+# milliseconds). A worker frozen, or cut off with its node, while it held a job's row lock
+# would otherwise stall every writer of that row (the scheduler first) until TCP gives up,
+# hours later (tests/cluster/test_ray.py, the lost-node test, hit it).
+IDLE_MS = 15_000
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -47,7 +58,13 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             # pool_recycle instead of pool_pre_ping: a ping per checkout doubled round trips.
-            self.engine = create_engine(url, pool_size=8, max_overflow=16, pool_recycle=1800)
+            self.engine = create_engine(
+                url,
+                pool_size=8,
+                max_overflow=16,
+                pool_recycle=1800,
+                connect_args={"options": f"-c idle_in_transaction_session_timeout={IDLE_MS}"},
+            )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -64,6 +81,18 @@ class Database:
                 session.rollback()
 
     @contextmanager
+    def read_rows(self) -> Iterator[Connection]:
+        """A connection for Core queries, in one read transaction (a snapshot on SQLite as
+        in `read`); commits nothing. For hot read paths: no Session, no ORM objects."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+    @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any error."""
         with self._sessions() as session:
@@ -72,6 +101,14 @@ class Database:
             try:
                 yield session
                 session.commit()
+            except OperationalError as exc:
+                session.rollback()
+                if is_disk_full(exc):
+                    raise InsufficientStorage(
+                        "The database's disk is full: nothing was changed. Retry once an "
+                        "operator has freed space."
+                    ) from exc
+                raise
             except BaseException:
                 session.rollback()
                 raise
@@ -82,6 +119,31 @@ class Database:
             session.execute(
                 text(f"SELECT 1 FROM {table} WHERE {key_column} = :k FOR UPDATE"), {"k": key}
             )
+
+    def notify(self, session: Session, channel: str) -> None:
+        """`NOTIFY channel` when `session` commits (PostgreSQL; nothing on SQLite)."""
+        if not self.is_sqlite:
+            session.execute(text("SELECT pg_notify(:c, '')"), {"c": channel})
+
+    def listen(self, channel: str, on_notify: Callable[[], None], stop: threading.Event) -> None:
+        """Call `on_notify` for each NOTIFY on `channel` until `stop` is set (PostgreSQL:
+        one connection of its own, outside the pool; reconnects after an error). On SQLite
+        it returns at once: there is nothing to listen to."""
+        if self.is_sqlite:
+            return
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {channel}")
+                    on_notify()  # what was announced while not listening is looked at now
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            on_notify()
+            except psycopg.Error:
+                stop.wait(1.0)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -77,11 +77,23 @@ class StoredFile(Base):
     __table_args__ = (Index("ix_files_ws_created", "workspace_id", "created_at"),)
 
 
+class ModelJobCount(Base):
+    """Jobs per (workspace, base model): the `total` of the filtered list without a COUNT."""
+
+    __tablename__ = "model_job_counts"
+    workspace_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    base_model: Mapped[str] = mapped_column(String(300), primary_key=True)
+    job_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Job(Base):
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(String(64))
     rank: Mapped[int] = mapped_column(Integer)
+    # Rank among the workspace's jobs of the same base_model, 1..ModelJobCount.job_count
+    # with no gaps: a page of the `model=`-filtered list is an index range as well.
+    model_rank: Mapped[int] = mapped_column(Integer, default=0)
     user_id: Mapped[str] = mapped_column(String(32), index=True)
     modifier: Mapped[str] = mapped_column(String(32))
     job_name: Mapped[str] = mapped_column(String(200))
@@ -103,16 +115,36 @@ class Job(Base):
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    total_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)  # trainer's max_steps
     metrics: Mapped[dict[str, Any]]
     log_count: Mapped[int] = mapped_column(Integer, default=0)
     worker_host: Mapped[str | None] = mapped_column(String(200), nullable=True)
     worker_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    # Worker runs started: 1 + the retries after a lost worker (pauses do not count).
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Who paused a PAUSED job: "user", or "shutdown" (resumed when its host starts again).
+    paused_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # {"executor", "nodes", "devices", "num_workers", ...}: where the workers run.
+    placement: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    scheduler_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     __table_args__ = (
         Index("ix_jobs_ws_rank", "workspace_id", "rank"),
-        Index("ix_jobs_ws_base_rank", "workspace_id", "base_model", "rank"),
+        Index("ix_jobs_ws_base_model_rank", "workspace_id", "base_model", "model_rank"),
         Index("ix_jobs_ws_output", "workspace_id", "finetuned_output"),
     )
+
+
+class SchedulerLease(Base):
+    """A live scheduler renews its row; its jobs are re-attached by another once it expires."""
+
+    __tablename__ = "schedulers"
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    executor: Mapped[str] = mapped_column(String(16))
+    inventory: Mapped[dict[str, Any]]  # domain.resources.Inventory as JSON
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
 
 
 class JobLog(Base):
@@ -179,3 +211,43 @@ class Deployment(Base):
     __table_args__ = (
         UniqueConstraint("workspace_id", "deployed_model", name="uq_deployments_ws_name"),
     )
+
+
+class OpenAIJob(Base):
+    """What a job created through the OpenAI fine-tuning API adds to the DashScope row."""
+
+    __tablename__ = "openai_jobs"
+    job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    method: Mapped[str] = mapped_column(String(16))  # "supervised" | "dpo"
+    hyperparameters: Mapped[dict[str, Any]]  # as the caller sent them ("auto" kept)
+    job_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Webhook(Base):
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(String(64), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    event_types: Mapped[list[Any]]
+    secret: Mapped[str] = mapped_column(String(100))  # whsec_...
+    created_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per (webhook, event), written with the state change it reports.
+
+    `id` is the `webhook-id` header, the same on every attempt.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # order
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    webhook_id: Mapped[str] = mapped_column(String(40), index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[list[Any]]  # [{at, status_code, error}]
+    next_attempt_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)

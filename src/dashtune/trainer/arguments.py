@@ -10,6 +10,8 @@ import math
 import os
 from typing import Any
 
+from dashtune.trainer.hardware import Hardware
+
 # DashScope's names -> transformers' scheduler names; "constant" honours warmup too.
 SCHEDULERS = {
     "cosine": "cosine",
@@ -17,6 +19,11 @@ SCHEDULERS = {
     "constant": "constant_with_warmup",
     "inverse_sqrt": "inverse_sqrt",
 }
+
+
+def world_size() -> int:
+    """Data-parallel processes of this run (1 unless launched by torchrun or Ray Train)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def total_steps(n_train: int, hp: dict[str, Any]) -> int:
@@ -27,18 +34,24 @@ def total_steps(n_train: int, hp: dict[str, Any]) -> int:
 
 
 def common_arguments(
-    output_dir: str, hp: dict[str, Any], n_train: int, has_eval: bool
+    output_dir: str, hp: dict[str, Any], n_train: int, has_eval: bool, hw: Hardware | None = None
 ) -> dict[str, Any]:
-    """Keyword arguments for SFTConfig / DPOConfig: schedule, logging, eval, save, device."""
+    """Keyword arguments for SFTConfig / DPOConfig: schedule, logging, eval, save, device,
+    and the hardware settings of `hw` (hardware.py; CPU defaults when None)."""
     import torch
 
     cuda = torch.cuda.is_available()
+    if hw is None:
+        hw = Hardware(cuda, bf16=False, attn_implementation="sdpa", use_liger_kernel=False)
     warmup = math.ceil(total_steps(n_train, hp) * hp["warmup_ratio"])
+    # batch_size is the global batch: data-parallel ranks split it (hyperparams checks
+    # that it divides); WORLD_SIZE is set by torchrun and Ray Train.
+    per_device = max(1, hp["batch_size"] // world_size())
     return {
         "output_dir": os.path.join(output_dir, "checkpoints"),
         "num_train_epochs": hp["n_epochs"],
-        "per_device_train_batch_size": hp["batch_size"],
-        "per_device_eval_batch_size": hp["batch_size"],
+        "per_device_train_batch_size": per_device,
+        "per_device_eval_batch_size": per_device,
         "gradient_accumulation_steps": hp["gradient_accumulation_steps"],
         "learning_rate": hp["learning_rate"],
         "lr_scheduler_type": SCHEDULERS[hp["lr_scheduler_type"]],
@@ -55,11 +68,15 @@ def common_arguments(
         "save_strategy": hp["save_strategy"],
         "save_steps": hp["save_steps"],
         "save_total_limit": hp["save_total_limit"],
-        # Checkpoints are exports (model + tokenizer), not resume points: no optimizer state.
-        "save_only_model": True,
+        # Each checkpoint is a resume point too: optimizer, scheduler and RNG state beside
+        # the model (dropped when the job ends; exports copy only the model).
+        "save_only_model": False,
         "include_num_input_tokens_seen": "non_padding",
         "use_cpu": not cuda,
-        "bf16": cuda and torch.cuda.is_bf16_supported(),
+        "bf16": hw.bf16,
+        # TRL's SFTConfig defaults this to True; hardware.with_checkpointing decides.
+        "gradient_checkpointing": hw.gradient_checkpointing,
+        "use_liger_kernel": hw.use_liger_kernel,
         "dataloader_pin_memory": cuda,
         "report_to": "none",
         "disable_tqdm": True,

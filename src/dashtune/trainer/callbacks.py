@@ -1,7 +1,8 @@
 """Trainer callbacks: cooperative cancel, and turning trainer events into Reporter calls.
 
 They run inside the training loop, so each step costs only a file-exists check and two
-clock reads; everything else happens on logging, evaluation and save events.
+clock reads (under data-parallel training, plus one 1-element all-reduce per decision:
+`any_rank`); everything else happens on logging, evaluation and save events.
 """
 
 from __future__ import annotations
@@ -26,18 +27,42 @@ TRAIN_METRICS = (
 
 
 class StopOnFile(TrainerCallback):
-    """Stop at the next step boundary once `path` exists, without saving or evaluating."""
+    """Stop at the next step boundary once `path` exists, without saving or evaluating.
+
+    Under data-parallel training every rank must stop at the same step (a rank left alone
+    in a collective crashes or hangs): the decision is all-reduced with MAX each step.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.stopped = False
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.path and os.path.exists(self.path):
+        stop = any_rank(bool(self.path and os.path.exists(self.path)))
+        if stop:
             self.stopped = True
             control.should_training_stop = True
             control.should_save = False
             control.should_evaluate = False
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when it is True on any (a no-op without torch.distributed).
+
+    Every rank must call it at the same point of every step, whatever its own flag: a
+    collective that one rank skips hangs the others. Rank 0 alone runs the heartbeat that
+    writes the stop and pause files, and the other ranks may see a file a step later."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    import torch
+
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 class ReportCallback(TrainerCallback):
@@ -56,6 +81,10 @@ class ReportCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.total_steps = state.max_steps
+        if os.path.isdir(args.output_dir):  # a resumed run: what earlier attempts saved
+            self._checkpoints = {
+                d for d in os.listdir(args.output_dir) if d.startswith("checkpoint-")
+            }
         self.reporter.progress(state.global_step, self.total_steps, None)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -84,7 +113,7 @@ class ReportCallback(TrainerCallback):
         values = {k: float(logs[k]) for k in TRAIN_METRICS if k in logs}
         values["tokens_per_second"] = (tokens - self._tokens_at_log) / seconds if seconds else 0.0
         self._tokens_at_log, self._seconds_at_log = tokens, self.train_seconds
-        self.latest.update(values)
+        self.latest.update(values, step=step)  # each value with its step (eval: eval_step)
         self.reporter.metrics(step, values)
         self.reporter.log(
             f"step {step}/{self.total_steps} loss={values['loss']:.4f} "
@@ -106,7 +135,7 @@ class ReportCallback(TrainerCallback):
         step = state.global_step
         self.last_eval_step = step
         loss = float(metrics["eval_loss"])
-        self.latest["eval_loss"] = loss
+        self.latest.update(eval_loss=loss, eval_step=step)
         self.reporter.metrics(step, {"eval_loss": loss})
         self.reporter.log(f"eval step {step} eval_loss={loss:.4f}")
 

@@ -9,33 +9,35 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from dashtune.domain.datasets import DatasetError, check_line, iter_objects
+from dashtune.domain.openai_formats import to_dashtune
 from dashtune.domain.training import TrainingType
 from dashtune.trainer.errors import INVALID_DATASET, TrainingError
 
 T = TypeVar("T")
 
 
-def read_rows(paths: Iterable[str], training_type: str) -> list[dict[str, Any]]:
-    """Every sample of `paths`, validated for `training_type`; a bad line names file and line."""
+def read_rows(paths: Iterable[str], training_type: str) -> Iterator[dict[str, Any]]:
+    """Every sample of `paths`, validated for `training_type`, one at a time: a job's rows
+    are never all in memory as JSON (only their encodings are); a bad line names file
+    and line."""
     kind = TrainingType(training_type)
-    rows: list[dict[str, Any]] = []
     for path in paths:
         name = os.path.basename(path)
         try:
             with open(path, "rb") as f:
-                for number, obj in iter_objects(f):
+                for number, raw in iter_objects(f):
+                    obj = to_dashtune(number, raw)
                     check_line(number, obj, kind)
-                    rows.append(obj)
+                    yield obj
         except DatasetError as exc:
             raise TrainingError(INVALID_DATASET, f"file '{name}' {exc}") from None
         except OSError as exc:
             raise TrainingError(INVALID_DATASET, f"file '{name}' cannot be read: {exc}") from None
-    return rows
 
 
 @dataclass
@@ -48,7 +50,7 @@ class Encoded:
 
 
 def encode_all(
-    rows: list[dict[str, Any]],
+    rows: Iterable[dict[str, Any]],
     encode: Callable[[dict[str, Any]], tuple[dict[str, Any], int] | None],
     max_length: int,
 ) -> Encoded:

@@ -7,6 +7,7 @@ No torch import here: the scheduler catches `TrainingError` and copies `code` an
 from __future__ import annotations
 
 INVALID_DATASET = "InvalidDataset"
+INVALID_CHAT_TEMPLATE = "InvalidChatTemplate"  # the template cannot mark assistant tokens
 MODEL_LOAD_ERROR = "ModelLoadError"
 TRAINING_FAILED = "TrainingFailed"
 

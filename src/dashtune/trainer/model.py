@@ -28,13 +28,16 @@ def load_tokenizer(model_path: str) -> Any:
     return tok
 
 
-def load_model(spec: TrainSpec) -> Any:
-    """The model to train: base weights, plus the earlier job's adapter when continuing one."""
+def load_model(spec: TrainSpec, dtype: str = "float32", attn: str = "sdpa") -> Any:
+    """The model to train: base weights, plus the earlier job's adapter when continuing one.
+
+    `dtype` and `attn` come from hardware.choose (bf16 only for a LoRA job's frozen base).
+    """
     from transformers import AutoModelForCausalLM
 
     path = os.path.abspath(spec.model_path)  # adapter_config keeps it: must not depend on cwd
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
     except Exception as exc:
         raise TrainingError(MODEL_LOAD_ERROR, f"cannot load the model at {path}: {exc}") from None
     if spec.adapter_path is None:
@@ -52,7 +55,11 @@ def load_model(spec: TrainSpec) -> Any:
     if spec.is_lora:
         peft_model.peft_config["default"].base_model_name_or_path = path
         return peft_model
-    return peft_model.merge_and_unload()
+    merged = peft_model.merge_and_unload()
+    # PEFT froze the base when it wrapped it; a full job trains every merged weight. (Hidden
+    # until issue 10: TRL's default gradient checkpointing made the frozen graph backward.)
+    merged.requires_grad_(True)
+    return merged
 
 
 def lora_config(hp: dict[str, Any]) -> Any:

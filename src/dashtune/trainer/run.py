@@ -7,13 +7,16 @@ and the TRL trainer) live in sft.py, cpt.py and dpo.py.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 from dashtune.trainer.data import Encoded, encode_all, read_rows, split_validation
 from dashtune.trainer.errors import INVALID_DATASET, TRAINING_FAILED, TrainingError
+from dashtune.trainer.hardware import Hardware, choose, peak_memory, with_checkpointing
 from dashtune.trainer.spec import TRAINING_TYPES, Reporter, TrainResult, TrainSpec
 
 # Documented cloud keys with no effect here; the API accepts them (domain.hyperparams).
@@ -45,7 +48,7 @@ def _summary(kind: str, enc: Encoded, max_length: int) -> str:
     return line
 
 
-def _encoder(spec: TrainSpec, tok: Any) -> Any:
+def _encoder(spec: TrainSpec, tok: Any, reporter: Reporter) -> Any:
     if spec.is_dpo:
         from dashtune.trainer.dpo import preference_encoder
 
@@ -56,13 +59,13 @@ def _encoder(spec: TrainSpec, tok: Any) -> Any:
         return text_encoder(tok)
     from dashtune.trainer.sft import chat_encoder
 
-    return chat_encoder(tok, spec.hyper_parameters["prompt_loss"])
+    return chat_encoder(tok, spec.hyper_parameters["prompt_loss"], reporter.log)
 
 
 def _datasets(spec: TrainSpec, tok: Any, reporter: Reporter) -> tuple[list[Any], list[Any]]:
     """Training and validation samples, encoded, with over-long ones dropped and logged."""
     hp = spec.hyper_parameters
-    encode = _encoder(spec, tok)
+    encode = _encoder(spec, tok, reporter)
     train = encode_all(read_rows(spec.training_files, spec.training_type), encode, hp["max_length"])
     reporter.log(_summary("training", train, hp["max_length"]))
     if spec.validation_files:
@@ -87,13 +90,19 @@ def _datasets(spec: TrainSpec, tok: Any, reporter: Reporter) -> tuple[list[Any],
 
 
 def _build_trainer(
-    spec: TrainSpec, model: Any, tok: Any, train: list[Any], val: list[Any], callbacks: list[Any]
+    spec: TrainSpec,
+    model: Any,
+    tok: Any,
+    train: list[Any],
+    val: list[Any],
+    callbacks: list[Any],
+    hw: Hardware | None = None,
 ) -> Any:
     from dashtune.trainer.arguments import common_arguments
     from dashtune.trainer.model import lora_config
 
     hp = spec.hyper_parameters
-    args = common_arguments(spec.output_dir, hp, len(train), has_eval=bool(val))
+    args = common_arguments(spec.output_dir, hp, len(train), has_eval=bool(val), hw=hw)
     new_adapter = lora_config(hp) if spec.is_lora and spec.adapter_path is None else None
     if spec.is_dpo:
         from dashtune.trainer import dpo
@@ -104,7 +113,9 @@ def _build_trainer(
     from dashtune.trainer import sft
 
     sft.strip_unit_weights(train + val)
-    return sft.build_trainer(model, tok, args, train, val, new_adapter, callbacks)
+    return sft.build_trainer(
+        model, tok, args, train, val, new_adapter, callbacks, packing=hp.get("packing", False)
+    )
 
 
 def _log_kept_adapter(model: Any, hp: dict[str, Any], reporter: Reporter) -> None:
@@ -125,8 +136,10 @@ def train(spec: TrainSpec, reporter: Reporter, threads: int = 1) -> TrainResult:
     _quiet_process(threads)
     from transformers import PrinterCallback, set_seed
 
+    from dashtune.trainer.arguments import world_size
     from dashtune.trainer.callbacks import ReportCallback, StopOnFile
     from dashtune.trainer.model import load_model, load_tokenizer, save_final
+    from dashtune.trainer.resume import PauseOnFile, atomic_checkpoints
 
     hp = spec.hyper_parameters
     final = os.path.join(spec.output_dir, "final")
@@ -140,36 +153,63 @@ def train(spec: TrainSpec, reporter: Reporter, threads: int = 1) -> TrainResult:
     tok = load_tokenizer(spec.model_path)
     train_samples, val_samples = _datasets(spec, tok, reporter)
     set_seed(hp["seed"])  # before the model: a new LoRA adapter is initialised randomly
-    model = load_model(spec)
+    hw = choose(hp)
+    model = load_model(spec, hw.load_dtype(spec.is_lora), hw.attn_implementation)
+    micro_batch_tokens = max(1, hp["batch_size"] // world_size()) * hp["max_length"]
+    hw = with_checkpointing(hw, hp, model, spec.is_lora, micro_batch_tokens)
+    reporter.log(hw.describe(spec.is_lora))
     if spec.is_lora and spec.adapter_path:
         _log_kept_adapter(model, hp, reporter)
     stop, report = StopOnFile(spec.stop_file), ReportCallback(reporter)
-    trainer = _build_trainer(spec, model, tok, train_samples, val_samples, [stop, report])
+    pause = PauseOnFile(spec.pause_file)
+    # Pause before stop: a cancel's "do not save" wins when both are asked.
+    callbacks = [pause, stop, report]
+    trainer = _build_trainer(spec, model, tok, train_samples, val_samples, callbacks, hw)
     trainer.remove_callback(PrinterCallback)  # the reporter is the log; keep stdout quiet
+    atomic_checkpoints(trainer)
     reporter.log(
         f"training {spec.training_type} for {hp['n_epochs']} epoch(s), "
-        f"{trainer.args.per_device_train_batch_size} samples a batch"
+        f"{trainer.args.per_device_train_batch_size * trainer.args.world_size} samples a batch"
+        + (f" over {trainer.args.world_size} workers" if trainer.args.world_size > 1 else "")
         + (f" (adapter from {spec.adapter_path})" if spec.adapter_path else "")
+        + (", packed without padding" if hp.get("packing") else "")
     )
 
-    if val_samples:
+    resume = spec.resume_from
+    from_step, from_tokens = 0, 0  # where this worker starts: a resume point's state
+    if resume:
+        state = json.loads(Path(resume, "trainer_state.json").read_text())
+        from_step, from_tokens = state["global_step"], int(state.get("num_input_tokens_seen", 0))
+        name = os.path.basename(resume)
+        reporter.log(f"resuming from {name}: optimizer, scheduler, RNG and data position")
+        # Listed again in case the last attempt died between writing it and reporting it.
+        reporter.checkpoint(name, int(name.rsplit("-", 1)[1]), resume, {})
+    elif val_samples:
         trainer.evaluate()  # step 0: the loss the run starts from
     started = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
-    tokens = int(trainer.state.num_input_tokens_seen)
+    tokens = int(trainer.state.num_input_tokens_seen)  # all attempts: restored on resume
+    here = tokens - from_tokens
     reporter.log(
-        f"trained {trainer.state.global_step} steps in {seconds:.1f} s "
-        f"({tokens / seconds if seconds else 0:.0f} tokens/s including eval and saves)"
+        f"trained {trainer.state.global_step - from_step} steps in {seconds:.1f} s "
+        f"({here / seconds if seconds else 0:.0f} tokens/s including eval and saves)"
+        + (f", resumed at step {from_step}" if resume else "")
     )
+    reporter.log(peak_memory(hw.cuda))
     if stop.stopped:
         reporter.log(
             f"canceled at step {trainer.state.global_step}; training usage {tokens} tokens"
         )
-        return TrainResult(usage_tokens=tokens, final_path=final, canceled=True)
+        return TrainResult(tokens, final, canceled=True, steps=trainer.state.global_step)
+    if pause.paused:
+        step = trainer.state.global_step
+        reporter.log(f"paused at step {step}; resume point checkpoint-{step}")
+        return TrainResult(tokens, final, canceled=False, steps=step, paused=True)
     if val_samples and report.last_eval_step != trainer.state.global_step:
         trainer.evaluate()
-    save_final(trainer.model, tok, final)
+    if trainer.is_world_process_zero():  # data-parallel: one copy, saved by rank 0
+        save_final(trainer.model, tok, final)
     reporter.log(f"final model saved: {final}")
     reporter.log(f"training usage {tokens} tokens")
-    return TrainResult(usage_tokens=tokens, final_path=final, canceled=False)
+    return TrainResult(tokens, final, canceled=False, steps=trainer.state.global_step)

@@ -3,7 +3,8 @@
 Each token's weight is its assistant message's `loss_weight` (default 1) or, outside
 assistant messages, `prompt_loss` (default 0). The loss is the weight-averaged token
 loss: sum(w * nll) / sum(w). When every trained token weighs 1 (the common case) the
-weights are left out and TRL's own loss runs unchanged.
+weights are left out and TRL's own loss runs unchanged. Batches are packed without padding
+(packing.py) unless the job sets `packing: false`; weights travel packed beside the tokens.
 """
 
 from __future__ import annotations
@@ -15,25 +16,67 @@ import torch
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from dashtune.trainer.errors import TRAINING_FAILED, TrainingError
+from dashtune.domain.chat_masking import (
+    DEFAULT_CHAT_TEMPLATE,
+    TemplateError,
+    assistant_spans,
+    has_generation_markers,
+    token_runs,
+)
+from dashtune.trainer.errors import INVALID_CHAT_TEMPLATE, TRAINING_FAILED, TrainingError
+from dashtune.trainer.packing import PackedCollator
 
 Sample = dict[str, Any]
 
 
-def training_template(tok: Any) -> str | None:
-    """A chat template with {% generation %} markers: the model's own, or TRL's patched one."""
-    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+def masking(tok: Any) -> tuple[str | None, bool]:
+    """How assistant tokens are found: (template to render with, whether it has markers).
+
+    The model's own `{% generation %}` markers first, then TRL's patched copy of a template
+    it knows (the Qwen3 family needs it: earlier turns lose their think block), else the
+    prefix rule of `domain.chat_masking` on the model's template. A model without a template
+    gets DEFAULT_CHAT_TEMPLATE, set on `tok` so that the saved output carries it.
+    """
+    from trl.chat_template_utils import get_training_chat_template
 
     if not tok.chat_template:
-        raise TrainingError(TRAINING_FAILED, "the model has no chat template to render messages")
+        tok.chat_template = DEFAULT_CHAT_TEMPLATE
     if has_generation_markers(tok.chat_template):
-        return None
+        return None, True
     try:
-        return get_training_chat_template(tok)
-    except ValueError as exc:
-        raise TrainingError(
-            TRAINING_FAILED, f"the model's chat template cannot mark assistant tokens: {exc}"
-        ) from None
+        return get_training_chat_template(tok), True
+    except ValueError:  # a template TRL does not know: the prefix rule decides
+        return None, False
+
+
+def _prefix_runs(
+    tok: Any, messages: list[dict[str, Any]]
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of the conversation and the token run of each assistant message."""
+
+    def render(msgs: list[dict[str, Any]], prompt: bool) -> str:
+        text: str = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=prompt)
+        return text
+
+    try:
+        text, spans = assistant_spans(render, messages)
+    except TemplateError as exc:
+        raise TrainingError(INVALID_CHAT_TEMPLATE, str(exc)) from None
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), token_runs(enc["offset_mapping"], spans)
+
+
+def _marker_runs(
+    tok: Any, messages: list[dict[str, Any]], template: str | None
+) -> tuple[list[int], list[tuple[int, int]]]:
+    enc = tok.apply_chat_template(
+        messages,
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+        chat_template=template,
+    )
+    return list(enc["input_ids"]), _runs(list(enc["assistant_masks"]))
 
 
 def _runs(mask: list[int]) -> list[tuple[int, int]]:
@@ -48,21 +91,23 @@ def _runs(mask: list[int]) -> list[tuple[int, int]]:
     return spans
 
 
-def chat_encoder(tok: Any, prompt_loss: float) -> Callable[[Sample], tuple[Sample, int] | None]:
+def chat_encoder(
+    tok: Any, prompt_loss: float, log: Callable[[str], None] | None = None
+) -> Callable[[Sample], tuple[Sample, int] | None]:
     """Turn a `{"messages": [...]}` row into input_ids, labels and per-token loss weights."""
-    template = training_template(tok)
+    own = bool(tok.chat_template)
+    template, markers = masking(tok)
+    if log is not None:
+        how = "{% generation %} markers" if markers else "rendering each conversation in prefixes"
+        which = "the model's chat template" if own else "the default ChatML template"
+        log(f"assistant tokens found with {which}, by {how}")
 
     def encode(row: Sample) -> tuple[Sample, int] | None:
         messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-        enc = tok.apply_chat_template(
-            messages,
-            tokenize=True,
-            return_dict=True,
-            return_assistant_tokens_mask=True,
-            chat_template=template,
-        )
-        ids: list[int] = list(enc["input_ids"])
-        spans = _runs(list(enc["assistant_masks"]))
+        if markers:
+            ids, spans = _marker_runs(tok, messages, template)
+        else:
+            ids, spans = _prefix_runs(tok, messages)
         asked = [
             float(m.get("loss_weight", 1.0)) for m in row["messages"] if m["role"] == "assistant"
         ]
@@ -132,6 +177,15 @@ class WeightedSFTTrainer(SFTTrainer):
             return sum(b["loss_weights"][..., 1:].sum() for b in batch_samples).to(device)
         return super()._get_num_items_in_batch(batch_samples, device)
 
+    def _track_num_input_tokens(self, inputs: dict[str, Any]) -> None:
+        # Usage counts real tokens; a packed batch says how many (its pad id may be EOS).
+        real = inputs.get("num_real_tokens")
+        if real is None:
+            super()._track_num_input_tokens(inputs)
+            return
+        real = torch.as_tensor(real, device=self.args.device, dtype=torch.int64)
+        self.state.num_input_tokens_seen += int(self.accelerator.gather(real).sum().item())
+
     def compute_loss(
         self,
         model: Any,
@@ -139,6 +193,8 @@ class WeightedSFTTrainer(SFTTrainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
+        # A copy: the training loop counts usage from its own dict after this step.
+        inputs = {k: v for k, v in inputs.items() if k != "num_real_tokens"}
         weights = inputs.pop("loss_weights", None)
         if weights is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -158,18 +214,25 @@ def build_trainer(
     val: list[Sample],
     peft_config: Any,
     callbacks: list[Any],
+    packing: bool = False,
 ) -> Any:
     """A trainer over samples that are already tokenized and labelled (SFT and CPT)."""
     from datasets import Dataset
 
     config = SFTConfig(**args, dataset_kwargs={"skip_prepare_dataset": True})
+    flash = getattr(model.config, "_attn_implementation", None) == "flash_attention_2"
+    collator: Any = (
+        PackedCollator(tok.pad_token_id, args["max_length"], one_row=flash)
+        if packing
+        else WeightedCollator(tok.pad_token_id)
+    )
     return WeightedSFTTrainer(
         model=model,
         args=config,
         processing_class=tok,
         train_dataset=Dataset.from_list(train),
         eval_dataset=Dataset.from_list(val) if val else None,
-        data_collator=WeightedCollator(tok.pad_token_id),
+        data_collator=collator,
         peft_config=peft_config,
         callbacks=callbacks,
     )

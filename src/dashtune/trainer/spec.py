@@ -29,6 +29,9 @@ class TrainSpec:
     hyper_parameters: dict[str, Any]
     output_dir: str  # checkpoints in output_dir/checkpoints, the final model in output_dir/final
     stop_file: str  # cooperative cancel: stop at the next step boundary once this exists
+    # Pause: save a resume point at the next step boundary and stop, once this exists.
+    pause_file: str = ""
+    resume_from: str | None = None  # a resume point (checkpoint dir) to continue from
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -65,3 +68,5 @@ class TrainResult:
     usage_tokens: int  # non-padding tokens through the training forward passes, all steps
     final_path: str  # output_dir/final
     canceled: bool  # stopped because stop_file appeared
+    steps: int = 0  # optimizer steps done
+    paused: bool = False  # stopped at a resume point because pause_file appeared

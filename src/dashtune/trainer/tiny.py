@@ -12,6 +12,7 @@ import random
 import shutil
 import tempfile
 import threading
+import time
 from typing import Any
 
 # Assistant content and its <|im_end|> sit inside {% generation %} so TRL's assistant-only
@@ -174,7 +175,15 @@ def is_tiny_model(path: str) -> bool:
     return all(os.path.isfile(os.path.join(path, f)) for f in REQUIRED_FILES)
 
 
-def _build(path: str) -> None:
+def build_tokenizer(
+    special_tokens: list[str] | None = None,
+    eos: str = "<|im_end|>",
+    pad: str = "<|endoftext|>",
+    chat_template: str | None = CHATML_TEMPLATE,
+    bos: str | None = None,
+) -> Any:
+    """The tiny model's seeded byte-level BPE tokenizer; other special tokens and templates
+    make the look-alikes of other model families that the chat-template tests train."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -185,18 +194,23 @@ def _build(path: str) -> None:
         _corpus(),
         trainers.BpeTrainer(
             vocab_size=VOCAB_SIZE,
-            special_tokens=SPECIAL_TOKENS,
+            special_tokens=special_tokens or SPECIAL_TOKENS,
             show_progress=False,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         ),
     )
-    tok = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=bpe,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=CHATML_TEMPLATE,
+        eos_token=eos,
+        pad_token=pad,
+        bos_token=bos,
+        chat_template=chat_template,
         model_max_length=256,
     )
+
+
+def save_tiny(tok: Any, path: str) -> None:
+    """A tiny-sized random Qwen3 on `tok`, saved with it to `path`."""
     save_random_qwen3(
         tok,
         path,
@@ -208,6 +222,10 @@ def _build(path: str) -> None:
         head_dim=16,
         max_positions=256,
     )
+
+
+def _build(path: str) -> None:
+    save_tiny(build_tokenizer(), path)
 
 
 def save_random_qwen3(
@@ -263,6 +281,11 @@ def ensure_tiny_model(path: str) -> str:
         with _BUILD_LOCK:
             _build(tmp)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the model is shared with serving
+        if not is_tiny_model(tmp):
+            # A data-parallel rank other than 0: transformers writes no weights there (only
+            # rank 0 saves), so never publish this copy; rank 0's appears instead.
+            _wait_for(path)
+            return path
         try:
             os.rename(tmp, path)  # atomic; replaces an empty dir, fails on a non-empty one
         except OSError:
@@ -271,3 +294,14 @@ def ensure_tiny_model(path: str) -> str:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _wait_for(path: str, timeout: float = 600.0) -> None:
+    """Until another process has published a complete tiny model at `path`."""
+    deadline = time.monotonic() + timeout
+    while not is_tiny_model(path):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the built-in model at {path} did not appear within {timeout:.0f} s"
+            )
+        time.sleep(0.5)

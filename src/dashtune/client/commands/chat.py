@@ -1,11 +1,13 @@
 """`dashtune chat MODEL`: talk to a deployed or base model through the compat endpoint.
 
 One-shot with `-m "message"` (the reply on stdout, streamed), or interactive: each
-line you type is a turn, the history is sent along, `/reset` clears it, Ctrl-D ends.
+line you type is a turn, the history is sent along; `/reset` clears it, `/help` lists the
+commands (handled here, never sent to the model), Ctrl-D or `/exit` ends.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Annotated, Any
 
@@ -13,6 +15,12 @@ import typer
 
 from dashtune.client.http import Client, connect
 from dashtune.client.render import err_console, print_json
+
+HELP = """commands (never sent to the model):
+  /reset   forget the conversation so far (the system prompt stays)
+  /help    this list
+  /exit    end the chat (or Ctrl-D)
+anything else is your next message."""
 
 
 def _reply(
@@ -67,17 +75,28 @@ def chat(
         interactive = sys.stdin.isatty()
         if interactive:
             err_console.print(
-                f"[dim]Chatting with {model}. /reset clears the history; Ctrl-D ends.[/dim]"
+                f"[dim]Chatting with {model}. /help lists commands; Ctrl-D ends.[/dim]"
             )
         while True:
             try:
                 line = input("you> " if interactive else "")
             except (EOFError, KeyboardInterrupt):
                 break
-            if not line.strip():
+            command = line.strip()
+            if not command:
                 continue
-            if line.strip() == "/reset":
+            if command == "/reset":
+                turns = sum(1 for m in history if m["role"] == "user")
                 history = list(base)
+                err_console.print(f"[dim]history cleared ({turns} turn(s) forgotten)[/dim]")
+                continue
+            if command in ("/help", "/?"):
+                err_console.print(HELP, markup=False)
+                continue
+            if command.startswith("/") and command.split()[0] in ("/exit", "/quit"):
+                break
+            if re.fullmatch(r"/[a-z?]+", command):
+                err_console.print(f"unknown command {command}; /help lists the commands")
                 continue
             history.append({"role": "user", "content": line})
             history.append({"role": "assistant", "content": _reply(c, model, history, params)})

@@ -30,6 +30,7 @@ from dashtune.domain.training import TrainingType
 app = typer.Typer(cls=ReportedGroup, no_args_is_help=True, help="Create and follow fine-tune jobs.")
 
 TRAINING_TYPES = [t.value for t in TrainingType]
+LOG_PAGE = 1000  # the most lines one logs request returns
 
 JOB_COLUMNS = [
     ("JOB ID", lambda j: cell(j.get("job_id"))),
@@ -117,6 +118,10 @@ def create(
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Job display name.")] = None,
     follow: Annotated[bool, typer.Option("--watch", "-w", help="Watch until it ends.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Only estimate: problems, tokens, steps, time, memory."),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a fine-tune job (local JSONL paths are uploaded first)."""
@@ -138,6 +143,9 @@ def create(
         ):
             if value:
                 body[key] = value
+        if dry_run:
+            show_estimate(c.estimate_job(body), as_json)
+            return
         job = c.create_job(body)
         if follow:
             if not as_json:
@@ -149,6 +157,41 @@ def create(
         job,
         as_json,
     )
+
+
+def show_estimate(est: dict[str, Any], as_json: bool) -> None:
+    """The estimate for people (or as JSON); exit 1 when the data has problems."""
+    if as_json:
+        print_json(est)
+    else:
+        train, dur, mem = est["training"], est["duration"], est["memory"]
+        fields(
+            est,
+            [
+                ("model", est["model"]),
+                ("training type", est["training_type"]),
+                ("samples", f"{train['samples']} ({train['dropped_too_long']} over max_length)"),
+                ("train samples", est["train_samples"]),
+                ("tokens per epoch", est["train_tokens_per_epoch"]),
+                ("steps", est["total_steps"]),
+                (
+                    "duration",
+                    duration(dur.get("seconds")) if dur.get("seconds") else dur.get("reason"),
+                ),
+                (
+                    "memory",
+                    f"{mem.get('required_bytes')} of {mem.get('available_bytes')} bytes"
+                    f" on {mem.get('device')}"
+                    if mem.get("required_bytes")
+                    else mem.get("reason"),
+                ),
+            ],
+        )
+        for p in est["problems"]:
+            where = f"{p['file'] or p['file_id']}" + (f":{p['line']}" if p["line"] else "")
+            err_console.print(f"{where}: {p['reason']}")
+    if not est["valid"]:
+        raise typer.Exit(EXIT_ERROR)
 
 
 @app.command("list")
@@ -225,6 +268,22 @@ def cancel(job_id: str, as_json: JsonFlag = False) -> None:
 
 
 @app.command()
+def pause(job_id: str, as_json: JsonFlag = False) -> None:
+    """Pause a job: RUNNING saves a resume point and frees its slot (PAUSING, then PAUSED)."""
+    with connect() as c:
+        out = c.pause_job(job_id)
+    done(f"pause requested for {job_id}: {out.get('status')}", out, as_json)
+
+
+@app.command()
+def resume(job_id: str, as_json: JsonFlag = False) -> None:
+    """Queue a PAUSED job again; it continues from where it paused."""
+    with connect() as c:
+        out = c.resume_job(job_id)
+    done(f"resumed {job_id}: {out.get('status')}", out, as_json)
+
+
+@app.command()
 def delete(job_id: str, as_json: JsonFlag = False) -> None:
     """Delete an ended job with its logs, checkpoints and output model."""
     with connect() as c:
@@ -235,32 +294,62 @@ def delete(job_id: str, as_json: JsonFlag = False) -> None:
 @app.command()
 def logs(
     job_id: str,
-    offset: Annotated[int, typer.Option("--offset", help="Lines to skip.")] = 0,
+    offset: Annotated[
+        int | None,
+        typer.Option(
+            "--offset",
+            help="Start after this many lines (default: the tail; with -f, the last 10).",
+        ),
+    ] = None,
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines to show (max 1000).")] = 100,
+    show_all: Annotated[bool, typer.Option("--all", "-a", help="Every line of the log.")] = False,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends.")
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Print a job's training log (`-f` follows it; with --json, one JSON event per line)."""
+    """Print the last lines of a job's log (--all: every line; -f follows it; with --json
+    and -f, one JSON event per line)."""
     with connect() as c:
         if not follow:
-            out = c.job_logs(job_id, offset, lines)
+            start, got, total = _log_lines(c, job_id, offset, lines, show_all)
             if as_json:
-                print_json(out)
-            else:
-                for line in out["logs"]:
-                    typer.echo(line)
+                print_json({"total": total, "offset": start, "logs": got})
+                return
+            if start > 0:
+                err_console.print(
+                    f"[dim]… {start} earlier line(s) not shown; --all prints every line[/dim]"
+                )
+            for line in got:
+                typer.echo(line)
+            after = total - start - len(got)
+            if after > 0:
+                err_console.print(
+                    f"[dim]… {after} more line(s); next: --offset {start + len(got)}[/dim]"
+                )
             return
-        skipped = 0
-        for event in c.job_events(job_id):
+        for event in c.job_events(job_id, offset):
             if as_json:
                 typer.echo(json.dumps(event, ensure_ascii=False))
             elif event.get("type") == "log":
-                if skipped < offset:
-                    skipped += 1
-                    continue
                 typer.echo(event.get("line", ""))
+
+
+def _log_lines(
+    c: Client, job_id: str, offset: int | None, lines: int, show_all: bool
+) -> tuple[int, list[str], int]:
+    """(first line's offset, the lines, the log's total): the tail unless `offset` or all."""
+    lines = max(1, min(lines, LOG_PAGE))
+    if offset is None and not show_all:
+        total = int(c.job_logs(job_id, 0, 1)["total"])
+        offset = max(0, total - lines)
+    start = 0 if show_all else offset or 0
+    page = c.job_logs(job_id, start, LOG_PAGE if show_all else lines)
+    got, total = list(page["logs"]), int(page["total"])
+    while show_all and page["logs"] and start + len(got) < total:
+        page = c.job_logs(job_id, start + len(got), LOG_PAGE)
+        got += page["logs"]
+    return start, got, total
 
 
 @app.command()

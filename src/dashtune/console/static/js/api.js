@@ -111,6 +111,8 @@ export const jobs = {
   get: (id) => api(`${V1}/fine-tunes/${encodeURIComponent(id)}`).then((b) => b.output),
   create: (body) => api(`${V1}/fine-tunes`, { method: "POST", json: body }).then((b) => b.output),
   cancel: (id) => api(`${V1}/fine-tunes/${encodeURIComponent(id)}/cancel`, { method: "POST" }),
+  pause: (id) => api(`${V1}/fine-tunes/${encodeURIComponent(id)}/pause`, { method: "POST" }),
+  resume: (id) => api(`${V1}/fine-tunes/${encodeURIComponent(id)}/resume`, { method: "POST" }),
   remove: (id) => api(`${V1}/fine-tunes/${encodeURIComponent(id)}`, { method: "DELETE" }),
   metrics: (id) => api(`${V1}/fine-tunes/${encodeURIComponent(id)}/metrics`).then((b) => b.output.metrics),
   logs: (id, offset, line) =>
@@ -125,6 +127,7 @@ export const jobs = {
 
 export const files = {
   list: (params) => api(`${V1}/files`, { params }).then((b) => b.data),
+  get: (id) => api(`${V1}/files/${encodeURIComponent(id)}`).then((b) => b.data),
   upload: (file, description) => {
     const form = new FormData();
     form.append("files", file, file.name);

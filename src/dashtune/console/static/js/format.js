@@ -5,7 +5,7 @@ const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELED"]);
 
 export const isTerminal = (status) => TERMINAL.has(status);
 
-// The API's times are UTC "YYYY-MM-DD HH:MM:SS" (or ISO without zone for checkpoints).
+// The API's times are UTC "YYYY-MM-DD HH:MM:SS" (the contract's one format).
 export function time(value) {
   if (!value) return "–";
   const date = new Date(value.replace(" ", "T") + "Z");
@@ -65,10 +65,23 @@ export function progressBar(p, status) {
   );
 }
 
-// The job object has no step total; progress = step / total recovers it.
+// The step of the latest train metrics, out of the trainer's own step count.
 export function stepText(job) {
   const step = job.metrics?.step;
   if (step === undefined || step === null) return "–";
-  const total = job.progress ? Math.round(step / job.progress) : null;
+  const total = job.total_steps;
   return total ? `${step} / ${total}` : String(step);
+}
+
+// What a job that has not started waits for, in words; null once it runs or ended.
+export function waitingFor(job) {
+  if (job.status === "PENDING") return "Validating its data files and model";
+  if (job.status === "QUEUING") return "Waiting for a free training slot (jobs run in creation order)";
+  return null;
+}
+
+// One line for a job in a table: why it failed, or what it waits for.
+export function statusNote(job) {
+  if (job.status === "FAILED") return [job.code, job.message].filter(Boolean).join(": ") || "failed";
+  return waitingFor(job);
 }

@@ -1,9 +1,9 @@
 // One job: live progress, loss/eval-loss curves, hyper-parameters, checkpoints, log tail,
-// and the Cancel/Delete/Export buttons the job's `allowed_actions` permit right now.
-import { jobs } from "../api.js";
+// and the Pause/Resume/Cancel/Delete/Export buttons the job's `allowed_actions` permit right now.
+import { files, jobs } from "../api.js";
 import { lossChart } from "../chart.js";
 import { card, errorBox, h, notice, replace, table } from "../dom.js";
-import { badge, duration, integer, isTerminal, num, percent, progressBar, stepText, time } from "../format.js";
+import { badge, duration, integer, isTerminal, num, percent, progressBar, stepText, time, waitingFor } from "../format.js";
 import { poll } from "../poll.js";
 
 const LOG_TAIL = 300;
@@ -14,13 +14,26 @@ function tile(label, value, id) {
   return h("div", { class: "tile", id }, h("div", { class: "tile-label" }, label), h("div", { class: "tile-value" }, value));
 }
 
-function details(job) {
+// A file as its name, the id beside it (or "deleted" once the file is gone).
+function fileList(ids, names) {
+  return h(
+    "span",
+    { class: "file-list" },
+    ids.map((id, i) => [
+      i ? ", " : null,
+      h("span", { class: "file-name", title: id }, names.get(id) ?? "…"),
+      h("span", { class: "muted small mono" }, ` ${id.slice(0, 8)}`),
+    ]),
+  );
+}
+
+function details(job, names) {
   const rows = [
     ["Model", job.model],
     ["Base model", job.base_model],
     ["Training type", job.training_type],
-    ["Training files", h("span", { class: "mono" }, (job.training_file_ids || []).join(", "))],
-    ["Validation files", job.validation_file_ids?.length ? h("span", { class: "mono" }, job.validation_file_ids.join(", ")) : "split from training data"],
+    ["Training files", fileList(job.training_file_ids || [], names)],
+    ["Validation files", job.validation_file_ids?.length ? fileList(job.validation_file_ids, names) : "split from training data"],
     ["Output model", h("span", { class: "mono" }, job.finetuned_output)],
     ["Created", time(job.create_time)],
     ["Ended", time(job.end_time)],
@@ -51,10 +64,13 @@ export function renderJob(root, jobId) {
   let logLines = [];
   let logTruncated = false;
   let exporting = false;
+  const fileNames = new Map();
 
   const title = h("h1", { class: "mono" }, jobId);
   const status = h("span");
   const cancelBtn = h("button", { class: "btn", id: "cancel-job", disabled: true }, "Cancel");
+  const pauseBtn = h("button", { class: "btn hidden", id: "pause-job" }, "Pause");
+  const resumeBtn = h("button", { class: "btn hidden", id: "resume-job" }, "Resume");
   const deleteBtn = h("button", { class: "btn btn-danger", id: "delete-job", disabled: true }, "Delete");
   const actionError = h("div");
   const tiles = h("div", { class: "tiles" });
@@ -83,6 +99,12 @@ export function renderJob(root, jobId) {
   cancelBtn.addEventListener("click", async () => {
     if (await act(cancelBtn, "Cancel", () => jobs.cancel(jobId))) await refresh();
   });
+  pauseBtn.addEventListener("click", async () => {
+    if (await act(pauseBtn, "Pause", () => jobs.pause(jobId))) await refresh();
+  });
+  resumeBtn.addEventListener("click", async () => {
+    if (await act(resumeBtn, "Resume", () => jobs.resume(jobId))) await refresh();
+  });
   deleteBtn.addEventListener("click", async () => {
     if (await act(deleteBtn, "Delete", () => jobs.remove(jobId))) location.hash = "#/jobs";
   });
@@ -93,6 +115,13 @@ export function renderJob(root, jobId) {
     const allowed = new Set(job.allowed_actions || []);
     cancelBtn.disabled = !allowed.has("cancel");
     cancelBtn.title = allowed.has("cancel") ? "Stop this job" : "Only a job that has not ended can be canceled";
+    // Shown only while they apply: a PAUSING job keeps "pause" (idempotent) but shows it busy.
+    pauseBtn.classList.toggle("hidden", !allowed.has("pause"));
+    pauseBtn.disabled = job.status === "PAUSING";
+    pauseBtn.title = "Save a resume point and free the job's slot; resume it later";
+    resumeBtn.classList.toggle("hidden", !allowed.has("resume"));
+    resumeBtn.disabled = false;
+    resumeBtn.title = "Queue the job again; it continues from where it paused";
     deleteBtn.disabled = !allowed.has("delete");
     deleteBtn.title = allowed.has("delete") ? "Delete the job, its logs, checkpoints and model" : "Cancel the job first; only ended jobs can be deleted";
     const m = job.metrics || {};
@@ -111,14 +140,45 @@ export function renderJob(root, jobId) {
       tile("Tokens/s", m.tokens_per_second ? integer(m.tokens_per_second) : "–", "tile-tps"),
       tile("ETA", job.status === "RUNNING" ? duration(job.eta_seconds) : "–", "tile-eta"),
     );
-    replace(failure, job.status === "FAILED" ? errorBox({ code: job.code, message: job.message }) : null);
-    replace(detailsBox, details(job));
+    const waiting = waitingFor(job);
+    replace(
+      failure,
+      job.status === "FAILED" ? errorBox({ code: job.code, message: job.message }) : waiting ? notice(`${waiting}.`) : null,
+    );
+    replace(detailsBox, details(job, fileNames));
     replace(hpBox, hyperParameters(job));
   }
 
   async function refreshJob() {
     job = await jobs.get(jobId);
     renderJobFields();
+    const unknown = [...(job.training_file_ids || []), ...(job.validation_file_ids || [])].filter((id) => !fileNames.has(id));
+    if (unknown.length) {
+      await Promise.all(
+        unknown.map((id) =>
+          files.get(id).then(
+            (f) => fileNames.set(id, f.name),
+            () => fileNames.set(id, "deleted file"),
+          ),
+        ),
+      );
+      replace(detailsBox, details(job, fileNames));
+    }
+  }
+
+  // An id that names no job of this workspace: say so instead of loading forever.
+  function notFound(err) {
+    replace(
+      root,
+      h("nav", { class: "crumbs" }, h("a", { href: "#/jobs" }, "Jobs"), " / ", h("span", { class: "mono" }, jobId)),
+      h("div", { class: "page-head" }, h("h1", {}, "Job not found")),
+      h(
+        "div",
+        { id: "job-not-found" },
+        errorBox(err),
+        h("p", {}, `No fine-tune job ${jobId} in this workspace: it may have been deleted, or the link is wrong. `, h("a", { href: "#/jobs" }, "Back to the jobs list")),
+      ),
+    );
   }
 
   async function refreshMetrics() {
@@ -202,7 +262,8 @@ export function renderJob(root, jobId) {
     try {
       await refreshJob();
     } catch (err) {
-      replace(actionError, errorBox(err));
+      if (err.status === 404 && job === null) notFound(err);
+      else replace(actionError, errorBox(err));
       return err.status !== 404;
     }
     const work = [refreshMetrics(), refreshLogs()];
@@ -214,7 +275,7 @@ export function renderJob(root, jobId) {
 
   root.append(
     h("nav", { class: "crumbs" }, h("a", { href: "#/jobs" }, "Jobs"), " / ", h("span", { class: "mono" }, jobId)),
-    h("div", { class: "page-head" }, h("div", { class: "title-row" }, title, status), h("div", { class: "actions" }, cancelBtn, deleteBtn)),
+    h("div", { class: "page-head" }, h("div", { class: "title-row" }, title, status), h("div", { class: "actions" }, pauseBtn, resumeBtn, cancelBtn, deleteBtn)),
     actionError,
     failure,
     tiles,

@@ -1,11 +1,11 @@
 // The jobs table: status and model filters, paging, a create form; live while jobs run.
 import { files, jobs } from "../api.js";
 import { append, card, errorBox, h, replace, table } from "../dom.js";
-import { badge, isTerminal, num, percent, progressBar, time } from "../format.js";
+import { badge, isTerminal, num, percent, progressBar, statusNote, time } from "../format.js";
 import { poll } from "../poll.js";
 
 const PAGE_SIZE = 20;
-const STATUSES = ["PENDING", "QUEUING", "RUNNING", "CANCELING", "SUCCEEDED", "FAILED", "CANCELED"];
+const STATUSES = ["PENDING", "QUEUING", "RUNNING", "CANCELING", "PAUSING", "PAUSED", "SUCCEEDED", "FAILED", "CANCELED"];
 const TRAINING_TYPES = ["sft", "efficient_sft", "dpo_full", "dpo_lora", "cpt"];
 const LIVE = "LIVE";
 
@@ -28,7 +28,13 @@ function jobsTable(rows) {
     rows,
     [
       ["Job", (j) => h("a", { href: `#/jobs/${j.job_id}`, class: "mono" }, j.job_id), "nowrap"],
-      ["Status", (j) => badge(j.status)],
+      [
+        "Status",
+        (j) => {
+          const note = statusNote(j);
+          return h("div", {}, badge(j.status), note ? h("div", { class: "muted small status-note", title: note }, note) : null);
+        },
+      ],
       ["Model", (j) => j.model],
       ["Type", (j) => j.training_type],
       [

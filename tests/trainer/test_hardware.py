@@ -1,0 +1,109 @@
+"""Hardware settings: what "auto" picks on CPU (and, with the CUDA probes faked, on a bf16
+GPU), that explicit hyper-parameters win, and that the job log says what was chosen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dashtune.trainer.errors import TrainingError
+from dashtune.trainer.hardware import choose, with_checkpointing
+from tests.trainer.tasks import hyper_parameters
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+AUTO = {
+    "bf16": "auto",
+    "attn_implementation": "auto",
+    "gradient_checkpointing": "auto",
+    "use_liger_kernel": "auto",
+}
+
+
+def _model(tiny_model: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model)
+
+
+def test_cpu_auto_is_float32_sdpa_no_checkpointing_no_liger(tiny_model: str) -> None:
+    hw = choose(AUTO, cuda=False)
+    assert (hw.bf16, hw.attn_implementation, hw.use_liger_kernel) == (False, "sdpa", False)
+    assert hw.load_dtype(is_lora=True) == "float32"
+    hw = with_checkpointing(hw, AUTO, _model(tiny_model), is_lora=False, tokens=8 * 64)
+    assert hw.gradient_checkpointing is False
+    line = hw.describe(is_lora=False)
+    assert "weights float32" in line and "attention sdpa" in line
+    assert "gradient checkpointing off (estimated" in line and "GiB of" in line
+
+
+def test_checkpointing_turns_on_when_the_estimate_passes_device_memory(tiny_model: str) -> None:
+    hw = choose(AUTO, cuda=False)
+    # 10^12 tokens a micro-batch: activations far beyond any host's RAM.
+    hw = with_checkpointing(hw, AUTO, _model(tiny_model), is_lora=False, tokens=10**12)
+    assert hw.gradient_checkpointing is True
+
+
+def test_explicit_values_win(tiny_model: str) -> None:
+    hp = {**AUTO, "bf16": True, "attn_implementation": "eager", "gradient_checkpointing": True}
+    hw = with_checkpointing(choose(hp, cuda=False), hp, _model(tiny_model), False, 8)
+    assert (hw.bf16, hw.attn_implementation, hw.gradient_checkpointing) == (True, "eager", True)
+    assert "hyper-parameter gradient_checkpointing" in hw.describe(False)
+    off = {**AUTO, "gradient_checkpointing": False}
+    hw = with_checkpointing(choose(off, cuda=False), off, _model(tiny_model), False, 10**12)
+    assert hw.gradient_checkpointing is False
+
+
+def test_liger_asked_for_without_gpu_is_a_clear_error() -> None:
+    with pytest.raises(TrainingError, match="liger-kernel"):
+        choose({**AUTO, "use_liger_kernel": True}, cuda=False)
+
+
+def test_bf16_gpu_auto_loads_lora_base_in_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from dashtune.trainer import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(hardware, "_installed", lambda module: False)
+    hw = choose(AUTO, cuda=True)
+    assert hw.bf16 and hw.attn_implementation == "sdpa" and not hw.use_liger_kernel
+    assert hw.load_dtype(is_lora=True) == "bfloat16" and hw.load_dtype(is_lora=False) == "float32"
+    monkeypatch.setattr(hardware, "_installed", lambda module: True)
+    hw = choose(AUTO, cuda=True)
+    assert hw.attn_implementation == "flash_attention_2" and hw.use_liger_kernel
+
+
+def test_job_logs_the_settings_and_honours_overrides(make_spec: Any, train_job: Any) -> None:
+    job = train_job(
+        make_spec(
+            "sft",
+            n=16,
+            n_epochs=1,
+            **AUTO | {"gradient_checkpointing": True, "attn_implementation": "eager"},
+        )
+    )
+    lines = [x for x in job.reporter.lines if x.startswith("hardware settings:")]
+    assert len(lines) == 1, job.reporter.lines
+    assert "attention eager (hyper-parameter" in lines[0]
+    assert "gradient checkpointing on (hyper-parameter" in lines[0]
+    assert any(x.startswith("peak memory: RSS ") for x in job.reporter.lines)
+
+
+def test_settings_reach_the_trainer_arguments(tmp_path: Any) -> None:
+    from dashtune.trainer.arguments import common_arguments
+    from dashtune.trainer.hardware import Hardware
+
+    hp = hyper_parameters("sft")
+    hw = Hardware(False, bf16=True, attn_implementation="sdpa", use_liger_kernel=False)
+    hw.gradient_checkpointing = True
+    args = common_arguments(str(tmp_path), hp, 40, has_eval=False, hw=hw)
+    assert (args["bf16"], args["gradient_checkpointing"], args["use_liger_kernel"]) == (
+        True,
+        True,
+        False,
+    )
+    # Without settings: CPU defaults, and never TRL's silent gradient_checkpointing=True.
+    args = common_arguments(str(tmp_path), hp, 40, has_eval=False)
+    assert args["gradient_checkpointing"] is False and args["bf16"] is False
