@@ -3,6 +3,7 @@ GPU), that explicit hyper-parameters win, and that the job log says what was cho
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ def _model(tiny_model: str) -> Any:
 
 
 def test_cpu_auto_is_float32_sdpa_no_checkpointing_no_liger(tiny_model: str) -> None:
-    hw = choose(AUTO, cuda=False)
+    hw = choose(AUTO, cuda=False, model_config=_model(tiny_model).config)
     assert (hw.bf16, hw.attn_implementation, hw.use_liger_kernel) == (False, "sdpa", False)
     assert hw.load_dtype(is_lora=True) == "float32"
     hw = with_checkpointing(hw, AUTO, _model(tiny_model), is_lora=False, tokens=8 * 64)
@@ -36,6 +37,40 @@ def test_cpu_auto_is_float32_sdpa_no_checkpointing_no_liger(tiny_model: str) -> 
     line = hw.describe(is_lora=False)
     assert "weights float32" in line and "attention sdpa" in line
     assert "gradient checkpointing off (estimated" in line and "GiB of" in line
+
+
+def _config(model_type: str = "qwen2", hidden_size: int = 512) -> Any:
+    return SimpleNamespace(model_type=model_type, hidden_size=hidden_size)
+
+
+def test_cpu_bf16_needs_bf16_instructions_and_a_large_enough_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dashtune.trainer import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+    hw = choose(AUTO, cuda=False, model_config=_config(hidden_size=512))
+    assert hw.bf16 and hw.load_dtype(is_lora=True) == "bfloat16"
+    assert "bf16 compute (CPU with bf16 instructions, hidden size 512)" in hw.describe(False)
+    small = choose(AUTO, cuda=False, model_config=_config(hidden_size=64))
+    assert not small.bf16 and "hidden size 64 too small" in small.describe(False)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
+    hw = choose(AUTO, cuda=False, model_config=_config(hidden_size=4096))
+    assert not hw.bf16 and "no bf16 instructions" in hw.describe(False)
+    assert choose({**AUTO, "bf16": True}, cuda=False, model_config=_config(hidden_size=64)).bf16
+
+
+def test_packed_jobs_of_plain_causal_decoders_get_sdpa_varlen() -> None:
+    assert choose(AUTO, cuda=False, model_config=_config(), packed=True).attn_implementation == (
+        "sdpa_varlen"
+    )
+    # Not packed, or an architecture with more than causal softmax attention: plain SDPA.
+    assert choose(AUTO, cuda=False, model_config=_config()).attn_implementation == "sdpa"
+    gemma = _config("gemma2")
+    assert choose(AUTO, cuda=False, model_config=gemma, packed=True).attn_implementation == "sdpa"
+    asked = {**AUTO, "attn_implementation": "sdpa_varlen"}
+    hw = choose(asked, cuda=False, model_config=gemma, packed=True)
+    assert hw.attn_implementation == "sdpa" and "sdpa_varlen needs packed" in hw.describe(False)
 
 
 def test_checkpointing_turns_on_when_the_estimate_passes_device_memory(tiny_model: str) -> None:

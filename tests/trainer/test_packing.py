@@ -42,25 +42,65 @@ def _log_probs(model: Any, ids: torch.Tensor, **kw: Any) -> torch.Tensor:
     return torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
 
 
-@pytest.mark.parametrize("one_row", [False, True], ids=["rows", "one-row"])
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize(
+    ("attn", "one_row"),
+    [("sdpa", False), ("sdpa", True), ("eager", False), ("eager", True), ("sdpa_varlen", True)],
+    ids=["sdpa-rows", "sdpa-one-row", "eager-rows", "eager-one-row", "sdpa_varlen"],
+)
 def test_packed_row_log_probs_equal_each_sample_alone(
     tiny_model: str, attn: str, one_row: bool
 ) -> None:
+    _check_packed_log_probs(tiny_model, tiny_model, attn, one_row)
+
+
+def test_sdpa_varlen_keeps_a_sliding_window_inside_each_sample(
+    tiny_model: str, tmp_path: Any
+) -> None:
+    """A Qwen2 whose layers all slide over 5 tokens: each sample alone through transformers'
+    own sliding-window SDPA mask is the reference for sdpa_varlen's per-sample window."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from dashtune.trainer.model import load_tokenizer
+
+    tok = load_tokenizer(tiny_model)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        use_sliding_window=True,
+        sliding_window=5,
+        max_window_layers=0,
+    )
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(cfg).save_pretrained(str(tmp_path / "slide"))
+    _check_packed_log_probs(tiny_model, str(tmp_path / "slide"), "sdpa_varlen", True)
+
+
+def _check_packed_log_probs(tiny_model: str, model_dir: str, attn: str, one_row: bool) -> None:
     from transformers import AutoModelForCausalLM
 
     from dashtune.trainer.packing import PackedCollator
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation=attn).eval()
+    if attn == "sdpa_varlen":
+        from dashtune.trainer.varlen_attention import register
+
+        register()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=attn).eval()
+    reference = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa").eval()
     samples = _samples(tiny_model)
     lengths = [len(s["input_ids"]) for s in samples]
     batch = PackedCollator(pad_token_id=0, max_length=64, one_row=one_row)(samples)
     rows, width = batch["input_ids"].shape
     assert (rows == 1) if one_row else (1 < rows < len(samples) and width == max(lengths))
     assert int(batch["num_real_tokens"]) == sum(lengths)
+    bounds = {k: batch[k] for k in ("cu_seq_lens_q", "cu_seq_lens_k") if attn == "sdpa_varlen"}
     with torch.no_grad():
-        packed = _log_probs(model, batch["input_ids"], position_ids=batch["position_ids"])
-        flat = _log_probs(model, batch["input_ids"])  # control: no sample boundaries
+        packed = _log_probs(model, batch["input_ids"], position_ids=batch["position_ids"], **bounds)
+        # control: no sample boundaries
+        flat = _log_probs(reference, batch["input_ids"], position_ids=None)
         worst = 0.0
         for s in samples:  # find each sample in the rows (best-fit reorders them)
             n = len(s["input_ids"])
@@ -71,7 +111,7 @@ def test_packed_row_log_probs_equal_each_sample_alone(
                 if batch["position_ids"][r, i] == 0
                 and batch["input_ids"][r, i : i + n].tolist() == s["input_ids"]
             )
-            alone = _log_probs(model, torch.tensor([s["input_ids"]]))[0]
+            alone = _log_probs(reference, torch.tensor([s["input_ids"]]))[0]
             got = packed[r, at : at + n - 1]
             worst = max(worst, float((got - alone).abs().max()))
     assert worst < ATOL, (attn, worst)

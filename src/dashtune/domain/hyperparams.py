@@ -26,7 +26,7 @@ class Param:
 
 
 SCHEDULERS = ("cosine", "linear", "constant", "inverse_sqrt")
-ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
+ATTENTION = ("auto", "sdpa", "sdpa_varlen", "eager", "flash_attention_2")
 
 SCHEMA: dict[str, Param] = {
     "n_epochs": Param(int, 1, 1, 100),

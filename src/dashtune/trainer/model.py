@@ -36,6 +36,10 @@ def load_model(spec: TrainSpec, dtype: str = "float32", attn: str = "sdpa") -> A
     from transformers import AutoModelForCausalLM
 
     path = os.path.abspath(spec.model_path)  # adapter_config keeps it: must not depend on cwd
+    if attn == "sdpa_varlen":
+        from dashtune.trainer.varlen_attention import register
+
+        register()
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
     except Exception as exc:

@@ -118,6 +118,17 @@ def _build_trainer(
     )
 
 
+def _model_config(spec: TrainSpec) -> Any:
+    """The base model's config (size and architecture decide the hardware settings), or
+    None when it cannot be read here: load_model then says what is wrong with the model."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(os.path.abspath(spec.model_path))
+    except Exception:  # transformers raises many types for a bad dir
+        return None
+
+
 def _log_kept_adapter(model: Any, hp: dict[str, Any], reporter: Reporter) -> None:
     """A continued adapter keeps its own shape; say so when this job asked for another."""
     cfg = model.peft_config["default"]
@@ -153,7 +164,7 @@ def train(spec: TrainSpec, reporter: Reporter, threads: int = 1) -> TrainResult:
     tok = load_tokenizer(spec.model_path)
     train_samples, val_samples = _datasets(spec, tok, reporter)
     set_seed(hp["seed"])  # before the model: a new LoRA adapter is initialised randomly
-    hw = choose(hp)
+    hw = choose(hp, model_config=_model_config(spec), packed=bool(hp.get("packing")))
     model = load_model(spec, hw.load_dtype(spec.is_lora), hw.attn_implementation)
     micro_batch_tokens = max(1, hp["batch_size"] // world_size()) * hp["max_length"]
     hw = with_checkpointing(hw, hp, model, spec.is_lora, micro_batch_tokens)

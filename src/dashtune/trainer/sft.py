@@ -27,6 +27,7 @@ from dashtune.trainer.errors import INVALID_CHAT_TEMPLATE, TRAINING_FAILED, Trai
 from dashtune.trainer.packing import PackedCollator
 
 Sample = dict[str, Any]
+VARLEN_KERNELS = ("flash_attention_2", "sdpa_varlen")
 
 
 def masking(tok: Any) -> tuple[str | None, bool]:
@@ -220,9 +221,10 @@ def build_trainer(
     from datasets import Dataset
 
     config = SFTConfig(**args, dataset_kwargs={"skip_prepare_dataset": True})
-    flash = getattr(model.config, "_attn_implementation", None) == "flash_attention_2"
+    # Kernels told the sample boundaries take the whole batch as one row.
+    varlen = getattr(model.config, "_attn_implementation", None) in VARLEN_KERNELS
     collator: Any = (
-        PackedCollator(tok.pad_token_id, args["max_length"], one_row=flash)
+        PackedCollator(tok.pad_token_id, args["max_length"], one_row=varlen)
         if packing
         else WeightedCollator(tok.pad_token_id)
     )
