@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -145,9 +146,11 @@ def wait_gone(pid: int, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
-def freeze_worker(server: Server, pid: int, timeout: float = 60) -> None:
+def freeze_worker(server: Server, pid: int, timeout: float = 60, tree: bool = False) -> list[int]:
     """SIGSTOP a worker at a moment it is inside no database transaction, so a test can
     hold it still (a job that must not end before a pause, a kill or a take-over lands).
+    With `tree`, its child processes too (a data-parallel job's launcher and ranks).
+    Returns the pids stopped, for SIGCONT (`thaw`).
 
     A worker frozen inside one would hold up the server: on SQLite its write lock blocks
     every other writer; on PostgreSQL the session is ended after 15 s idle in a
@@ -159,7 +162,9 @@ def freeze_worker(server: Server, pid: int, timeout: float = 60) -> None:
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    proc = psutil.Process(pid)
+    procs = [psutil.Process(pid)]
+    if tree:
+        procs += procs[0].children(recursive=True)
     rt = server.runtime()
 
     def quiet() -> bool:
@@ -175,7 +180,7 @@ def freeze_worker(server: Server, pid: int, timeout: float = 60) -> None:
                     conn.rollback()
                     conn.exec_driver_sql("PRAGMA busy_timeout=30000")
         port = make_url(server.database_url).port or 5432
-        conns = proc.net_connections(kind="tcp")
+        conns = [c for p in procs for c in p.net_connections(kind="tcp")]
         ports = [c.laddr.port for c in conns if c.raddr and c.raddr.port == port]
         q = text("SELECT state FROM pg_stat_activity WHERE client_port = ANY(:p)")
         for _ in range(2):
@@ -188,13 +193,23 @@ def freeze_worker(server: Server, pid: int, timeout: float = 60) -> None:
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            os.kill(pid, signal.SIGSTOP)
-            while proc.status() != psutil.STATUS_STOPPED:
-                time.sleep(0.0005)
+            for p in procs:
+                p.send_signal(signal.SIGSTOP)
+            for p in procs:
+                while p.status() != psutil.STATUS_STOPPED:
+                    time.sleep(0.0005)
             if quiet():
-                return
-            os.kill(pid, signal.SIGCONT)
+                return [p.pid for p in procs]
+            thaw([p.pid for p in procs])
             time.sleep(random.uniform(0.01, 0.1))
         raise AssertionError(f"worker {pid} never left the database alone")
     finally:
         rt.close()
+
+
+def thaw(pids: list[int]) -> None:
+    """SIGCONT what `freeze_worker` stopped (children first: a launcher woken before its
+    ranks could take a stopped rank for a dead one)."""
+    for pid in reversed(pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)

@@ -16,13 +16,22 @@ Hence: the first two steps within 1e-4, every step within 0.15, and the run must
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Server, start_server, stop_server
-from tests.e2e.conftest import rows_for, upload_rows, wait_for, wait_terminal
+from tests.e2e.conftest import (
+    freeze_worker,
+    rows_for,
+    thaw,
+    upload_rows,
+    wait_for,
+    wait_terminal,
+    worker_pid,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -141,8 +150,21 @@ def test_pause_and_resume_with_two_workers(dp_server: Server, tmp_path: Path) ->
         body = {"model": "dashtune-tiny", "training_file_ids": [fid], "hyper_parameters": hp}
         job_id, ref_id = (c.post("/fine-tunes", json=body).json()["output"]["job_id"] for _ in "ab")
         wait_for(c, job_id, lambda j: j["status"] == "RUNNING" and (j["metrics"] or {}).get("step"))
-        r = c.post(f"/fine-tunes/{job_id}/pause")
-        assert r.status_code == 200, r.text
+        # Held still until the pause is handed over: on an idle machine 36 tiny steps can
+        # end before a pause request reaches the ranks.
+        pid = worker_pid(dp_server, job_id)
+        assert pid is not None
+        frozen = freeze_worker(dp_server, pid, tree=True)
+        try:
+            r = c.post(f"/fine-tunes/{job_id}/pause")
+            assert r.status_code == 200, r.text
+            pause_file = dp_server.data_dir / "jobs" / job_id / "PAUSE"
+            deadline = time.monotonic() + 30
+            while not pause_file.exists():
+                assert time.monotonic() < deadline, "no pause file written"
+                time.sleep(0.05)
+        finally:
+            thaw(frozen)
         paused = wait_for(c, job_id, lambda j: j["status"] == "PAUSED", timeout=120)
         total = wait_terminal(c, ref_id, timeout=400)
         assert total["status"] == "SUCCEEDED", total

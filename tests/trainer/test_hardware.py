@@ -142,3 +142,46 @@ def test_settings_reach_the_trainer_arguments(tmp_path: Any) -> None:
     # Without settings: CPU defaults, and never TRL's silent gradient_checkpointing=True.
     args = common_arguments(str(tmp_path), hp, 40, has_eval=False)
     assert args["gradient_checkpointing"] is False and args["bf16"] is False
+
+
+@pytest.mark.parametrize("training_type", ["sft", "efficient_sft"])
+def test_a_wider_model_trains_with_the_settings_auto_picks_for_it(
+    make_spec: Any, train_job: Any, tmp_path: Any, tiny_model: str, training_type: str
+) -> None:
+    """Hidden size 256 (dashtune-tiny's is 64): packed, so sdpa_varlen; bf16 compute where
+    this CPU has bf16 instructions (LoRA: the frozen base in bf16). The job learns, and its
+    output loads in float32 for serving."""
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from dashtune.trainer.hardware import cpu_has_bf16
+    from dashtune.trainer.model import load_tokenizer
+
+    tok = load_tokenizer(tiny_model)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(cfg).save_pretrained(str(tmp_path / "wide"))
+    tok.save_pretrained(str(tmp_path / "wide"))
+    hp = {"n_epochs": 3, "learning_rate": 3e-3 if training_type == "sft" else 1e-2}
+    job = train_job(make_spec(training_type, n=48, model_path=str(tmp_path / "wide"), **hp))
+    (line,) = [x for x in job.reporter.lines if x.startswith("hardware settings:")]
+    assert "attention sdpa_varlen (CPU: no FlashAttention; packed batches" in line, line
+    bf16 = cpu_has_bf16()
+    assert ("bf16 compute (CPU with bf16 instructions, hidden size 256)" in line) == bf16, line
+    if training_type == "efficient_sft":
+        assert ("weights bfloat16" in line) == bf16, line
+    evals = [v for _, v in job.reporter.series("eval_loss")]
+    assert len(evals) >= 2 and evals[-1] < evals[0] - 0.5, evals
+    if training_type == "sft":  # a LoRA output is an adapter, loaded onto the base
+        final = AutoModelForCausalLM.from_pretrained(job.result.final_path)
+        assert final.dtype == torch.float32
