@@ -41,6 +41,11 @@ def options(args: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench training")
     p.add_argument("--realistic-samples", type=int, default=1000, help="training samples")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each trainer")
+    p.add_argument(
+        "--also-float32",
+        action="store_true",
+        help="also run the dashtune job with bf16=false (what bf16 adds, where auto chose it)",
+    )
     known, _ = p.parse_known_args(args or [])
     return known
 
@@ -161,11 +166,14 @@ def _poll(c: httpx.Client, job_id: str, status: str, period: float) -> dict[str,
         time.sleep(period)
 
 
-def _dashtune(tmp: Path, train: Path, val: Path, model_dir: str, threads: int) -> dict[str, Any]:
+def _dashtune(
+    tmp: Path, train: Path, val: Path, model_dir: str, threads: int, **extra_hp: Any
+) -> dict[str, Any]:
     catalog = tmp / "catalog.yaml"
     catalog.write_text(f"models:\n  {MODEL}:\n    source: {model_dir}\n")
+    server_dir = tmp / "-".join(["server", *(f"{k}-{v}" for k, v in extra_hp.items())])
     srv = start_server(
-        tmp / "server",
+        server_dir,
         "",
         DASHTUNE_EXECUTOR="local",
         DASHTUNE_CATALOG_PATH=str(catalog),
@@ -184,6 +192,7 @@ def _dashtune(tmp: Path, train: Path, val: Path, model_dir: str, threads: int) -
         "eval_steps": 100000,  # evaluate at the start and the end only
         "save_strategy": "steps",
         "save_steps": 100000,  # no mid-run checkpoint: the plain script saves none
+        **extra_hp,
     }
     try:
         with srv.http() as c:
@@ -211,7 +220,7 @@ def _dashtune(tmp: Path, train: Path, val: Path, model_dir: str, threads: int) -
             (float(m.group(1)), float(m.group(2))) for x in logs if (m := TRAIN_TPS.search(x))
         )
         rss = next(float(m.group(1)) for x in logs if (m := PEAK_RSS.search(x)))
-        final = next(p for p in (tmp / "server").rglob("final") if job["job_id"] in str(p))
+        final = next(p for p in server_dir.rglob("final") if job["job_id"] in str(p))
         evals = [x for x in logs if "eval_loss" in x]
         return {
             "running_s": running_s,
@@ -257,6 +266,11 @@ def run(args: list[str] | None = None) -> None:
         plain_load = os.getloadavg()[0]
         dash_nll = eval_nll(dash["final"], val_rows)
         plain_nll = eval_nll(str(tmp / "plain" / "final"), val_rows)
+        fp32 = None
+        if opt.also_float32:
+            fp32 = _dashtune(tmp, train, val, str(tmp / MODEL), opt.threads, bf16=False)
+            fp32["load"] = os.getloadavg()[0]
+            fp32["nll"] = eval_nll(fp32["final"], val_rows)
     table = Table(title="realistic: dashtune sft job vs plain TRL SFTTrainer (padding, no packing)")
     for col in ("metric", "dashtune", "plain TRL", "ratio dashtune/plain"):
         table.add_column(col, justify="right")
@@ -291,3 +305,10 @@ def run(args: list[str] | None = None) -> None:
     console.print(f"dashtune final eval log: {dash['eval_line']}")
     console.print(f"dashtune create → RUNNING: {dash['running_s']:.3f} s")
     console.print(f"load average after each run: dashtune {dash_load:.1f}, plain {plain_load:.1f}")
+    if fp32 is not None:
+        console.print(
+            f"dashtune with bf16=false: {fp32['tokens_per_s']:.0f} real tokens/s "
+            f"({fp32['tokens_per_s'] / plain['train_tokens_per_s']:.2f}x plain), "
+            f"eval loss (same code) {fp32['nll']:.4f}, peak RSS {fp32['peak_rss_mib']:.0f} MiB, "
+            f"load average after it {fp32['load']:.1f}; {fp32['settings']}"
+        )

@@ -85,3 +85,31 @@ def hyper_parameters(training_type: str, **overrides: Any) -> dict[str, Any]:
     }
     hp.update(overrides)
     return hp
+
+
+def save_random_qwen2(tok: Any, path: Path, hidden: int, layers: int, **config: Any) -> str:
+    """A seeded random-init Qwen2 on `tok` (intermediate 2x hidden, 4 heads over 2 KV heads
+    unless `config` says otherwise), saved with the tokenizer: a model wider than
+    dashtune-tiny, or one with a sliding window, built here with no download."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(
+        **{
+            "vocab_size": len(tok),
+            "hidden_size": hidden,
+            "intermediate_size": 2 * hidden,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+            **config,
+        }
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Qwen2ForCausalLM(cfg)
+    model.save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return str(path)

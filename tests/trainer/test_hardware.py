@@ -10,7 +10,7 @@ import pytest
 
 from dashtune.trainer.errors import TrainingError
 from dashtune.trainer.hardware import choose, with_checkpointing
-from tests.trainer.tasks import hyper_parameters
+from tests.trainer.tasks import hyper_parameters, save_random_qwen2
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -151,29 +151,15 @@ def test_a_wider_model_trains_with_the_settings_auto_picks_for_it(
     """Hidden size 256 (dashtune-tiny's is 64): packed, so sdpa_varlen; bf16 compute where
     this CPU has bf16 instructions (LoRA: the frozen base in bf16). The job learns, and its
     output loads in float32 for serving."""
-    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    import torch
+    from transformers import AutoModelForCausalLM
 
     from dashtune.trainer.hardware import cpu_has_bf16
     from dashtune.trainer.model import load_tokenizer
 
-    tok = load_tokenizer(tiny_model)
-    cfg = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(cfg).save_pretrained(str(tmp_path / "wide"))
-    tok.save_pretrained(str(tmp_path / "wide"))
+    wide = save_random_qwen2(load_tokenizer(tiny_model), tmp_path / "wide", 256, 2)
     hp = {"n_epochs": 3, "learning_rate": 3e-3 if training_type == "sft" else 1e-2}
-    job = train_job(make_spec(training_type, n=48, model_path=str(tmp_path / "wide"), **hp))
+    job = train_job(make_spec(training_type, n=48, model_path=wide, **hp))
     (line,) = [x for x in job.reporter.lines if x.startswith("hardware settings:")]
     assert "attention sdpa_varlen (CPU: no FlashAttention; packed batches" in line, line
     bf16 = cpu_has_bf16()

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.trainer.conftest import Job
-from tests.trainer.tasks import sft_row, words
+from tests.trainer.tasks import save_random_qwen2, sft_row, words
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # TRL 1.16 vs transformers
 
@@ -58,25 +58,19 @@ def test_sdpa_varlen_keeps_a_sliding_window_inside_each_sample(
 ) -> None:
     """A Qwen2 whose layers all slide over 5 tokens: each sample alone through transformers'
     own sliding-window SDPA mask is the reference for sdpa_varlen's per-sample window."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     from dashtune.trainer.model import load_tokenizer
 
     tok = load_tokenizer(tiny_model)
-    cfg = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+    slide = save_random_qwen2(
+        tok,
+        tmp_path / "slide",
+        32,
+        2,
         use_sliding_window=True,
         sliding_window=5,
         max_window_layers=0,
     )
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(cfg).save_pretrained(str(tmp_path / "slide"))
-    _check_packed_log_probs(tiny_model, str(tmp_path / "slide"), "sdpa_varlen", True)
+    _check_packed_log_probs(tiny_model, slide, "sdpa_varlen", True)
 
 
 def _check_packed_log_probs(tiny_model: str, model_dir: str, attn: str, one_row: bool) -> None:
