@@ -144,13 +144,13 @@ def test_settings_reach_the_trainer_arguments(tmp_path: Any) -> None:
     assert args["gradient_checkpointing"] is False and args["bf16"] is False
 
 
-@pytest.mark.parametrize("training_type", ["sft", "efficient_sft"])
+@pytest.mark.parametrize("training_type", ["sft", "efficient_sft", "dpo_lora"])
 def test_a_wider_model_trains_with_the_settings_auto_picks_for_it(
     make_spec: Any, train_job: Any, tmp_path: Any, tiny_model: str, training_type: str
 ) -> None:
-    """Hidden size 256 (dashtune-tiny's is 64): packed, so sdpa_varlen; bf16 compute where
-    this CPU has bf16 instructions (LoRA: the frozen base in bf16). The job learns, and its
-    output loads in float32 for serving."""
+    """Hidden size 256 (dashtune-tiny's is 64): packed, so sdpa_varlen (DPO is not packed:
+    SDPA); bf16 compute where this CPU has bf16 instructions (LoRA: the frozen base in bf16).
+    The job learns, and a full job's output loads in float32 for serving."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -161,13 +161,16 @@ def test_a_wider_model_trains_with_the_settings_auto_picks_for_it(
     hp = {"n_epochs": 3, "learning_rate": 3e-3 if training_type == "sft" else 1e-2}
     job = train_job(make_spec(training_type, n=48, model_path=wide, **hp))
     (line,) = [x for x in job.reporter.lines if x.startswith("hardware settings:")]
-    assert "attention sdpa_varlen (CPU: no FlashAttention; packed batches" in line, line
+    dpo = training_type.startswith("dpo")
+    attention = "sdpa (CPU: no FlashAttention)" if dpo else "sdpa_varlen (CPU: no FlashAttention"
+    assert f"attention {attention}" in line, line
     bf16 = cpu_has_bf16()
     assert ("bf16 compute (CPU with bf16 instructions, hidden size 256)" in line) == bf16, line
-    if training_type == "efficient_sft":
+    if training_type != "sft":
         assert ("weights bfloat16" in line) == bf16, line
     evals = [v for _, v in job.reporter.series("eval_loss")]
-    assert len(evals) >= 2 and evals[-1] < evals[0] - 0.5, evals
+    # DPO's loss starts at log 2 = 0.69 and falls slowly at this size (0.69 -> 0.67 here).
+    assert len(evals) >= 2 and evals[-1] < evals[0] - (0.01 if dpo else 0.5), evals
     if training_type == "sft":  # a LoRA output is an adapter, loaded onto the base
         final = AutoModelForCausalLM.from_pretrained(job.result.final_path)
         assert final.dtype == torch.float32

@@ -164,7 +164,9 @@ def train(spec: TrainSpec, reporter: Reporter, threads: int = 1) -> TrainResult:
     tok = load_tokenizer(spec.model_path)
     train_samples, val_samples = _datasets(spec, tok, reporter)
     set_seed(hp["seed"])  # before the model: a new LoRA adapter is initialised randomly
-    hw = choose(hp, model_config=_model_config(spec), packed=bool(hp.get("packing")))
+    # DPO pairs are batched by TRL's own (padding) collator, whatever the hyper-parameters say.
+    packed = bool(hp.get("packing")) and not spec.is_dpo
+    hw = choose(hp, model_config=_model_config(spec), packed=packed)
     model = load_model(spec, hw.load_dtype(spec.is_lora), hw.attn_implementation)
     micro_batch_tokens = max(1, hp["batch_size"] // world_size()) * hp["max_length"]
     hw = with_checkpointing(hw, hp, model, spec.is_lora, micro_batch_tokens)
