@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from dashtune import crashpoint
 from dashtune.domain import hyperparams, ids
@@ -291,12 +292,19 @@ def get(rt: Runtime, who: Principal, job_id: str) -> Job:
     return job
 
 
+def _locked(rt: Runtime, s: Session, who: Principal, job_id: str) -> Job:
+    """The caller's job, locked for this write (a row lock on PostgreSQL; SQLite's write
+    transaction already is one); another workspace's job is NotFound, as a missing one."""
+    job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+    if job is None or job.workspace_id != who.workspace_id:
+        raise NotFound(f"Fine-tune job '{job_id}' not found.")
+    return job
+
+
 def cancel(rt: Runtime, who: Principal, job_id: str) -> Job:
     """PENDING/QUEUING end at once; RUNNING goes to CANCELING until its worker stops."""
     with rt.db.write() as s:
-        job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
-        if job is None or job.workspace_id != who.workspace_id:
-            raise NotFound(f"Fine-tune job '{job_id}' not found.")
+        job = _locked(rt, s, who, job_id)
         nxt = transition(job_id, job.status, Action.CANCEL)
         if nxt != job.status:
             job.status = nxt.value
@@ -312,9 +320,7 @@ def cancel(rt: Runtime, who: Principal, job_id: str) -> Job:
 def pause(rt: Runtime, who: Principal, job_id: str) -> Job:
     """RUNNING goes to PAUSING until its worker has saved a resume point; QUEUING pauses at once."""
     with rt.db.write() as s:
-        job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
-        if job is None or job.workspace_id != who.workspace_id:
-            raise NotFound(f"Fine-tune job '{job_id}' not found.")
+        job = _locked(rt, s, who, job_id)
         nxt = transition(job_id, job.status, Action.PAUSE)
         if nxt != job.status:
             job.status = nxt.value
@@ -327,9 +333,7 @@ def pause(rt: Runtime, who: Principal, job_id: str) -> Job:
 def resume(rt: Runtime, who: Principal, job_id: str) -> Job:
     """PAUSED goes back to QUEUING; its next worker continues from the newest resume point."""
     with rt.db.write() as s:
-        job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
-        if job is None or job.workspace_id != who.workspace_id:
-            raise NotFound(f"Fine-tune job '{job_id}' not found.")
+        job = _locked(rt, s, who, job_id)
         job.status = transition(job_id, job.status, Action.RESUME).value
         job.modifier = who.user_id
         job.paused_by = None
