@@ -163,16 +163,15 @@ async def _job_events(
         )
         last_status = None
         last_metrics: dict[str, Any] | None = None
+
+        def failed(exc: DashtuneError) -> DashScopeEvent:  # the stream's last frame
+            return error_event(
+                exc.code, exc.message, request_id(), exc.status, data_dir=rt.settings.data_dir
+            )
+
         while True:
             if snap is None:
-                gone = NotFound(f"Fine-tune job '{job_id}' not found.")
-                yield error_event(
-                    gone.code,
-                    gone.message,
-                    request_id(),
-                    gone.status,
-                    data_dir=rt.settings.data_dir,
-                )
+                yield failed(NotFound(f"Fine-tune job '{job_id}' not found."))
                 return
             while seen < snap.log_count:
                 lines = await watch.lines_after(seen, snap.log_count)
@@ -187,13 +186,7 @@ async def _job_events(
                 try:
                     points = await run_in_threadpool(jobs.metrics, rt, who, job_id, seen_metric)
                 except DashtuneError as exc:
-                    yield error_event(
-                        exc.code,
-                        exc.message,
-                        request_id(),
-                        exc.status,
-                        data_dir=rt.settings.data_dir,
-                    )
+                    yield failed(exc)
                     return
                 for point in points:
                     seen_metric = point.id
