@@ -136,12 +136,21 @@ def worker_pid(server: Server, job_id: str) -> int | None:
         rt.close()
 
 
-def wait_gone(pid: int, timeout: float = 10) -> None:
-    """Until the process has exited (a zombie awaiting its parent counts as gone)."""
+def alive(pid: int) -> bool:
+    """Whether the process runs. A zombie has exited: it only waits for its parent, or, once
+    that parent is killed, for init, which may reap it seconds later."""
     import psutil
 
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_gone(pid: int, timeout: float = 10) -> None:
+    """Until the process has exited (a zombie awaiting its parent counts as gone)."""
     deadline = time.monotonic() + timeout
-    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+    while alive(pid):
         assert time.monotonic() < deadline, f"process {pid} still alive"
         time.sleep(0.05)
 
