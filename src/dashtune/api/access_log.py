@@ -27,15 +27,57 @@ def printable(text: str) -> str:
     return UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
-class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp, requests: Counter, seconds: Histogram) -> None:
-        self.app = app
+class AccessLog:
+    """The one observer of requests: what `AccessLogMiddleware` and `fast_reads` record."""
+
+    def __init__(self, requests: Counter, seconds: Histogram) -> None:
         self.requests = requests
         self.seconds = seconds
         # The labelled children, looked up once per label set: `labels()` validates and
         # locks on every call. Bounded, as the labels are (see api.metrics).
         self.counters: dict[tuple[str, str, str], Any] = {}
         self.timers: dict[tuple[str, str], Any] = {}
+
+    def record(
+        self, method: str, route: str, path: str, status: int, elapsed: float, request_id: str
+    ) -> None:
+        """Count and time the request, and write its log line (`path`: the raw one)."""
+        method = method_label(method)
+        key = (method, route, status_label(status))
+        counter = self.counters.get(key)
+        if counter is None:
+            counter = self.counters[key] = self.requests.labels(*key)
+        counter.inc()
+        timer = self.timers.get(key[:2])
+        if timer is None:
+            timer = self.timers[(method, route)] = self.seconds.labels(method, route)
+        timer.observe(elapsed)
+        if not log.isEnabledFor(logging.INFO):
+            return
+        ms = elapsed * 1000
+        path = printable(path)
+        log.info(
+            "%s %s %s %.1fms request_id=%s",
+            method,
+            path,
+            status,
+            ms,
+            request_id,
+            extra={
+                "method": method,
+                "route": route,
+                "path": path,
+                "status": status,
+                "duration_ms": round(ms, 2),
+                "request_id": request_id,
+            },
+        )
+
+
+class AccessLogMiddleware:
+    def __init__(self, app: ASGIApp, access: AccessLog) -> None:
+        self.app = app
+        self.access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,33 +100,11 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, observe)
         finally:
-            elapsed = time.perf_counter() - started
-            ms = elapsed * 1000
-            route = route_template(scope, root_path)
-            method = method_label(scope["method"])
-            key = (method, route, status_label(status))
-            counter = self.counters.get(key)
-            if counter is None:
-                counter = self.counters[key] = self.requests.labels(*key)
-            counter.inc()
-            timer = self.timers.get(key[:2])
-            if timer is None:
-                timer = self.timers[(method, route)] = self.seconds.labels(method, route)
-            timer.observe(elapsed)
-            path = printable(scope["path"])
-            log.info(
-                "%s %s %s %.1fms request_id=%s",
-                method,
-                path,
+            self.access.record(
+                scope["method"],
+                route_template(scope, root_path),
+                scope["path"],
                 status,
-                ms,
+                time.perf_counter() - started,
                 request_id,
-                extra={
-                    "method": method,
-                    "route": route,
-                    "path": path,
-                    "status": status,
-                    "duration_ms": round(ms, 2),
-                    "request_id": request_id,
-                },
             )

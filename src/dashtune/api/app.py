@@ -24,8 +24,9 @@ from dashtune.api import (
     openai_fine_tuning,
     webhooks,
 )
-from dashtune.api.access_log import AccessLogMiddleware
+from dashtune.api.access_log import AccessLog, AccessLogMiddleware
 from dashtune.api.envelope import RequestIdMiddleware, install_handlers, ok
+from dashtune.api.fast_reads import FastReads
 from dashtune.api.job_feed import JobFeed
 from dashtune.api.openapi import install_openapi
 from dashtune.api.url_guard import UrlGuardMiddleware
@@ -34,6 +35,7 @@ from dashtune.scheduler.loop import Scheduler
 from dashtune.services.principal_cache import PrincipalCache
 from dashtune.services.runtime import Runtime
 from dashtune.serving.supervisor import Supervisor
+from dashtune.store.driver_reads import driver_reads
 from dashtune.store.sweep import sweep
 
 
@@ -52,6 +54,7 @@ def create_app(rt: Runtime, *, start_scheduler: bool = True) -> FastAPI:
             yield
         finally:
             await app.state.job_feed.stop()
+            await app.state.driver_reads.close()
             if scheduler:
                 scheduler.stop()
             if app.state.serving:
@@ -66,14 +69,26 @@ def create_app(rt: Runtime, *, start_scheduler: bool = True) -> FastAPI:
     app.state.serving = None  # the serving Supervisor while the app runs with serving on
     app.state.job_feed = JobFeed(rt, tail=rt.settings.stream_tail_lines)
     app.state.principals = PrincipalCache(rt.settings.auth_cache_seconds)
+    app.state.driver_reads = driver_reads(rt.db)  # the fast reads' own connections
     install_handlers(app)
-    # Each add_middleware wraps the ones before: console headers (console.install) outside
-    # the access log, outside the request id (which renders errors), outside the URL guard.
+    # Each add_middleware wraps the ones before: fast reads outside console headers
+    # (console.install), outside the access log, outside the request id (which renders
+    # errors), outside the URL guard.
     app.add_middleware(UrlGuardMiddleware)
     app.add_middleware(RequestIdMiddleware)
-    requests, seconds = metrics.install(app, rt)
-    app.add_middleware(AccessLogMiddleware, requests=requests, seconds=seconds)
+    instruments = metrics.install(app, rt)
+    access = AccessLog(instruments.requests, instruments.seconds)
+    app.add_middleware(AccessLogMiddleware, access=access)
     console.install(app)
+    # Outermost: the two hot job reads, answered without the layers above when it can.
+    app.add_middleware(
+        FastReads,
+        rt=rt,
+        reads=app.state.driver_reads,
+        principals=app.state.principals,
+        access=access,
+        metrics=instruments,
+    )
     app.include_router(estimate.router)  # before fine_tunes: /fine-tunes/estimate
     app.include_router(files.router)
     app.include_router(fine_tunes.router)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from fastapi import FastAPI, Response
 from prometheus_client import (
@@ -127,9 +128,16 @@ class JobCollector(Collector):
         yield from self.tokens.collect()
 
 
-def install(app: FastAPI, rt: Runtime) -> tuple[Counter, Histogram]:
-    """Add the `/metrics` route to `app`; returns the request counter and timer that the
-    access-log middleware (one observer per request) feeds."""
+class HttpMetrics(NamedTuple):
+    requests: Counter  # fed by the access log, one observation per request
+    seconds: Histogram
+    fast_reads: Counter  # by outcome: answered by api.fast_reads, or passed to the routes
+    job_renders: Counter  # jobs api.fast_reads rendered (new or changed since last kept)
+
+
+def install(app: FastAPI, rt: Runtime) -> HttpMetrics:
+    """Add the `/metrics` route to `app`; returns the instruments the request observers
+    (the access log, the fast reads) feed."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
@@ -145,10 +153,22 @@ def install(app: FastAPI, rt: Runtime) -> tuple[Counter, Histogram]:
         ["method", "route"],
         registry=registry,
     )
+    fast_reads = Counter(
+        "dashtune_fast_reads",
+        "Job reads (GET one job, list pages) answered by the fast path, or passed to the "
+        "routes (a key not cached yet, an error, an unusual query).",
+        ["outcome"],
+        registry=registry,
+    )
+    job_renders = Counter(
+        "dashtune_fast_read_job_renders",
+        "Jobs the fast path rendered because they were new to it or had changed.",
+        registry=registry,
+    )
     registry.register(JobCollector(rt))
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return requests, seconds
+    return HttpMetrics(requests, seconds, fast_reads, job_renders)

@@ -6,5 +6,8 @@ from typing import Annotated
 
 from fastapi import Query
 
-PageNo = Annotated[int, Query(ge=1, le=10_000_000)]
-PageSize = Annotated[int, Query(ge=1, le=100)]
+MAX_PAGE_NO = 10_000_000
+MAX_PAGE_SIZE = 100
+
+PageNo = Annotated[int, Query(ge=1, le=MAX_PAGE_NO)]
+PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
