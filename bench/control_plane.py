@@ -266,23 +266,34 @@ def _bare_server(workdir: Path, bodies: dict[str, str]) -> Iterator[tuple[str, i
 def _service_page_ms(
     srv: Server, pages: list[int], page_size: int, model: str | None = None
 ) -> dict[int, float]:
-    """Median ms of `job_reads.page` per page_no, called in this process, pages interleaved.
+    """Median ms of `job_reads.signed_page` per page_no (the read the API's fast path makes
+    for a list page), called in this process, pages interleaved.
 
     No HTTP and no other load in between: whether the page's own cost grows with page_no,
     without the noise of a 2-core machine under wrk.
     """
+    import asyncio
+
     from dashtune.services import job_reads
     from dashtune.services.tenancy import authenticate
+    from dashtune.store.driver_reads import driver_reads
 
     rt = srv.runtime()
-    try:
+    reads = driver_reads(rt.db)
+
+    async def measure() -> dict[int, list[float]]:
         who = authenticate(rt, f"Bearer {srv.key}", None)
         times: dict[int, list[float]] = {n: [] for n in pages}
         for _ in range(100):
             for n in pages:
                 t0 = time.perf_counter()
-                job_reads.page(rt, who, n, page_size, model)
+                await job_reads.signed_page(reads, who, n, page_size, model)
                 times[n].append(time.perf_counter() - t0)
+        await reads.close()
+        return times
+
+    try:
+        times = asyncio.run(measure())
     finally:
         rt.close()
     return {n: statistics.median(v) * 1e3 for n, v in times.items()}
@@ -484,11 +495,13 @@ def _pages(runs: list[BackendRun]) -> Table:
         if pages and min(dash) > 0 and min(bare) > 0:
             spread.append(
                 f"{run.backend} HTTP {max(dash) / min(dash):.2f} (bare "
-                f"{max(bare) / min(bare):.2f}), job_reads.page() {max(svc) / min(svc):.2f}"
+                f"{max(bare) / min(bare):.2f}), job_reads.signed_page() {max(svc) / min(svc):.2f}"
             )
     # The bare server's bodies do not depend on page_no: its spread is the machine's noise.
     t.caption = (
-        "max/min across pages — " + "; ".join(spread) + ". svc = job_reads.page(): median of 100 "
+        "max/min across pages — "
+        + "; ".join(spread)
+        + ". svc = job_reads.signed_page(): median of 100 "
         "in-process calls, pages interleaved, no HTTP."
     )
     return t
@@ -518,7 +531,7 @@ def _filtered(runs: list[BackendRun]) -> Table:
                 _ratio(r.dashtune.p50_ms, first.dashtune.p50_ms, "{:.2f}"),
                 _ratio(run.model_ms[n], svc0, "{:.2f}"),
             )
-    t.caption = "svc = job_reads.page(..., model): median of 100 in-process calls, no HTTP."
+    t.caption = "svc = job_reads.signed_page(..., model): median of 100 in-process calls, no HTTP."
     return t
 
 

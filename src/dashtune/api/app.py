@@ -6,9 +6,11 @@ import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dashtune import __version__
 from dashtune.api import (
@@ -62,7 +64,7 @@ def create_app(rt: Runtime, *, start_scheduler: bool = True) -> FastAPI:
 
     # No /docs: FastAPI's Swagger UI loads from a CDN (breaks offline, and would be a
     # third-party script beside the console); /openapi.json stays.
-    app = FastAPI(
+    app = DashtuneApp(
         title="dashtune", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
     )
     app.state.runtime = rt
@@ -71,8 +73,8 @@ def create_app(rt: Runtime, *, start_scheduler: bool = True) -> FastAPI:
     app.state.principals = PrincipalCache(rt.settings.auth_cache_seconds)
     app.state.driver_reads = driver_reads(rt.db)  # the fast reads' own connections
     install_handlers(app)
-    # Each add_middleware wraps the ones before: fast reads outside console headers
-    # (console.install), outside the access log, outside the request id (which renders
+    # Each add_middleware wraps the ones before: console headers (console.install)
+    # outside the access log, outside the request id (which renders
     # errors), outside the URL guard.
     app.add_middleware(UrlGuardMiddleware)
     app.add_middleware(RequestIdMiddleware)
@@ -80,9 +82,8 @@ def create_app(rt: Runtime, *, start_scheduler: bool = True) -> FastAPI:
     access = AccessLog(instruments.requests, instruments.seconds)
     app.add_middleware(AccessLogMiddleware, access=access)
     console.install(app)
-    # Outermost: the two hot job reads, answered without the layers above when it can.
-    app.add_middleware(
-        FastReads,
+    app.fast_reads = FastReads(
+        partial(FastAPI.__call__, app),
         rt=rt,
         reads=app.state.driver_reads,
         principals=app.state.principals,
@@ -106,6 +107,20 @@ def create_app(rt: Runtime, *, start_scheduler: bool = True) -> FastAPI:
         return ok({"status": "ok", "version": __version__})
 
     return app
+
+
+class DashtuneApp(FastAPI):
+    """FastAPI behind `api.fast_reads`: the two hot job reads it answers skip FastAPI's
+    whole stack, its own error, body-limit and telemetry layers included (about 6% of
+    such a request's CPU); everything else goes through unchanged."""
+
+    fast_reads: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_reads is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.fast_reads(scope, receive, send)
 
 
 def lower_priority(nice: int) -> None:

@@ -26,7 +26,6 @@ any other route or method. The routes in `fine_tunes.py` stay the documented one
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -54,7 +53,7 @@ ONE_ROUTE = PREFIX + "/{job_id}"
 ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 LIST_PARAMS = frozenset({"page_no", "page_size", "model"})
 ListQuery = tuple[int, int, str | None]  # page_no, page_size, model
-# Rendered jobs kept per process: about 1.5 KiB each, so a few MiB at most.
+# Rendered jobs kept per process: about 3 KiB each (signature and JSON), 12 MiB at most.
 MAX_RENDERED = 4096
 
 
@@ -178,23 +177,21 @@ class RenderedJobs:
 
     def __init__(self, max_entries: int = MAX_RENDERED) -> None:
         self.max_entries = max_entries
+        # Used on the event loop only (no lock): the reads await, the renders do not.
         self._entries: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
-        self._lock = threading.Lock()  # PostgreSQL reads run in the thread pool
 
     def get(self, job_id: str, signature: str) -> bytes | None:
-        with self._lock:
-            hit = self._entries.get(job_id)
-            if hit is None or hit[0] != signature:
-                return None
-            self._entries.move_to_end(job_id)
-            return hit[1]
+        hit = self._entries.get(job_id)
+        if hit is None or hit[0] != signature:
+            return None
+        self._entries.move_to_end(job_id)
+        return hit[1]
 
     def put(self, job_id: str, signature: str, rendered: bytes) -> bytes:
-        with self._lock:
-            self._entries[job_id] = (signature, rendered)
-            self._entries.move_to_end(job_id)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        self._entries[job_id] = (signature, rendered)
+        self._entries.move_to_end(job_id)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
         return rendered
 
 

@@ -98,7 +98,9 @@ class PostgresReads:
         self.conninfo = engine.url.set(drivername="postgresql").render_as_string(
             hide_password=False
         )
-        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        # Idle connections, each with the one cursor it runs every read on (a new
+        # cursor per read cost a fifth of the read's CPU).
+        self._idle: list[psycopg.AsyncCursor[Any]] = []
         self._slots: asyncio.Semaphore | None = None
 
     async def rows(self, stmt: Select[Any], params: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -106,15 +108,15 @@ class PostgresReads:
         if self._slots is None:
             self._slots = asyncio.Semaphore(PG_CONNECTIONS)
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await self._connect()
+            cursor = self._idle.pop() if self._idle else (await self._connect()).cursor()
             try:
-                cursor = await conn.execute(sql, args)
+                await cursor.execute(sql, args)
                 rows = await cursor.fetchall()
             except BaseException:
                 # A broken or cancelled connection is not reused; the next read opens one.
-                await _close_quietly(conn)
+                await _close_quietly(cursor.connection)
                 raise
-            self._idle.append(conn)
+            self._idle.append(cursor)
             return rows
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
@@ -131,8 +133,8 @@ class PostgresReads:
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        for conn in idle:
-            await _close_quietly(conn)
+        for cursor in idle:
+            await _close_quietly(cursor.connection)
 
 
 async def _close_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
