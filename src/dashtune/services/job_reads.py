@@ -16,7 +16,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, Row, Select, bindparam, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    FromClause,
+    Row,
+    Select,
+    bindparam,
+    literal_column,
+    select,
+)
 
 from dashtune.domain.errors import NotFound
 from dashtune.services.runtime import Runtime
@@ -79,35 +88,37 @@ class _Signed:
             JOBS.c.id.in_(bindparam("ids", expanding=True))
         )
         ws, counts = Workspace.__table__, ModelJobCount.__table__
-        hi = ws.c.job_count - bindparam("skip")
-        self.page = (
-            select(JOBS.c.id, sig, ws.c.job_count.label("total"))
-            .select_from(
-                ws.outerjoin(
-                    JOBS,
-                    (JOBS.c.workspace_id == ws.c.id)
-                    & JOBS.c.rank.between(hi - bindparam("size") + 1, hi),
-                )
-            )
-            .where(ws.c.id == bindparam("ws"))
-            .order_by(JOBS.c.rank.desc())
+        self.page = _page(
+            sig, ws, JOBS.c.workspace_id == ws.c.id, JOBS.c.rank, ws.c.id == bindparam("ws")
         )
-        hi = counts.c.job_count - bindparam("skip")
-        self.model_page = (
-            select(JOBS.c.id, sig, counts.c.job_count.label("total"))
-            .select_from(
-                counts.outerjoin(
-                    JOBS,
-                    (JOBS.c.workspace_id == counts.c.workspace_id)
-                    & (JOBS.c.base_model == counts.c.base_model)
-                    & JOBS.c.model_rank.between(hi - bindparam("size") + 1, hi),
-                )
-            )
-            .where(
-                counts.c.workspace_id == bindparam("ws"), counts.c.base_model == bindparam("model")
-            )
-            .order_by(JOBS.c.model_rank.desc())
+        self.model_page = _page(
+            sig,
+            counts,
+            (JOBS.c.workspace_id == counts.c.workspace_id)
+            & (JOBS.c.base_model == counts.c.base_model),
+            JOBS.c.model_rank,
+            (counts.c.workspace_id == bindparam("ws"))
+            & (counts.c.base_model == bindparam("model")),
         )
+
+
+def _page(
+    sig: ColumnElement[str],
+    counts: FromClause,
+    match: ColumnElement[bool],
+    rank: ColumnElement[int],
+    where: ColumnElement[bool],
+) -> Select[Any]:
+    """(id, signature, total) of the jobs whose `rank` is among the `size` below
+    `counts.job_count - skip`, newest first; the one `counts` row `where` picks, with
+    NULLs, when that range is empty."""
+    hi = counts.c.job_count - bindparam("skip")
+    return (
+        select(JOBS.c.id, sig, counts.c.job_count.label("total"))
+        .select_from(counts.outerjoin(JOBS, match & rank.between(hi - bindparam("size") + 1, hi)))
+        .where(where)
+        .order_by(rank.desc())
+    )
 
 
 SIGNED = {True: _Signed(True), False: _Signed(False)}
