@@ -73,9 +73,8 @@ def create_app(rt: Runtime, *, start_scheduler: bool = True) -> FastAPI:
     app.state.principals = PrincipalCache(rt.settings.auth_cache_seconds)
     app.state.driver_reads = driver_reads(rt.db)  # the fast reads' own connections
     install_handlers(app)
-    # Each add_middleware wraps the ones before: console headers (console.install)
-    # outside the access log, outside the request id (which renders
-    # errors), outside the URL guard.
+    # Each add_middleware wraps the ones before: console headers (console.install) outside
+    # the access log, outside the request id (which renders errors), outside the URL guard.
     app.add_middleware(UrlGuardMiddleware)
     app.add_middleware(RequestIdMiddleware)
     instruments = metrics.install(app, rt)

@@ -9,8 +9,8 @@ need no SQLAlchemy processing. What this saves, measured on a page of 10 job sig
   request) and a transaction's BEGIN and ROLLBACK round trips: a few psycopg
   `AsyncConnection`s in autocommit answer on the event loop without blocking it.
 
-On SQLite the statement runs on the loop from the engine's pool: a local read of a few
-rows takes less than the hop to a thread would, and one statement is one snapshot.
+On SQLite the statement runs on the loop, on a connection of its own: a local read of a
+few rows takes less than the hop to a thread would, and one statement is one snapshot.
 Any error reaches the caller, which answers the request the ordinary way instead.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from typing import Any, Protocol
 
 import psycopg
@@ -26,6 +27,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from dashtune.store.db import IDLE_MS, Database
 
+# How long a SQLite read on the event loop may wait for a lock before it gives up.
+SQLITE_BUSY_MS = 50
 # Connections the PostgreSQL reads keep open per API process; more requests wait.
 PG_CONNECTIONS = 4
 # No read here should take long: past this the server cancels it (and the caller falls back).
@@ -69,25 +72,33 @@ class _Compiled:
 
 
 class SqliteReads:
+    """One connection of its own, used on the event loop only: never waits for the
+    engine's pool (whose connections the thread pool may all hold) and never waits long
+    for a lock (`SQLITE_BUSY_MS`; a WAL reader rarely meets one): it fails instead."""
+
     sqlite = True
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        self.path = engine.url.database or ""
         self.compiled = _Compiled(engine)
+        self._conn: sqlite3.Connection | None = None
 
     async def rows(self, stmt: Select[Any], params: dict[str, Any]) -> list[tuple[Any, ...]]:
         sql, args = self.compiled(stmt, params)
-        with self.engine.connect() as conn:
-            driver: Any = conn.connection.driver_connection
-            cursor = driver.cursor()
-            try:
-                cursor.execute(sql, args)
-                return list(cursor.fetchall())
-            finally:
-                cursor.close()
+        if self._conn is None:
+            # Autocommit (isolation_level=None): one SELECT is one snapshot.
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        try:
+            return self._conn.execute(sql, args).fetchall()
+        except BaseException:
+            await self.close()  # the next read opens a new one
+            raise
 
     async def close(self) -> None:
-        return None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
 
 class PostgresReads:
