@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +24,7 @@ from dashtune.domain.errors import (
     InvalidParameter,
     MethodNotAllowed,
     NotFound,
+    ServiceUnavailable,
 )
 from dashtune.domain.redaction import hide_paths
 
@@ -143,3 +145,20 @@ def install_handlers(app: FastAPI) -> None:
         err.status = exc.status_code
         err.code = "InvalidParameter" if exc.status_code < 500 else "InternalError"
         return error_response(err, request.url.path)
+
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError) -> JSONResponse:
+        # The database went away (an outage, a restart, a lock held past the busy
+        # timeout): the caller can retry, unlike after a bug, so a 503, not a 500.
+        reason = str(exc.orig if exc.orig is not None else exc).strip()
+        log.warning(
+            "database unavailable in %s %s request_id=%s: %s",
+            request.method,
+            request.url.path,
+            request_id(),
+            reason.splitlines()[0] if reason else type(exc).__name__,
+        )
+        return error_response(
+            ServiceUnavailable("The database cannot be reached right now. Retry shortly."),
+            request.url.path,
+        )
