@@ -1,15 +1,11 @@
 """A PostgreSQL outage while the server runs: 503s that say to retry, then convergence.
 
-The server reaches PostgreSQL through a TCP relay that the test cuts (every relayed
-connection closed, new ones refused) and restores, as a database restart or a network
-partition would do to it.
+The server reaches PostgreSQL through `tests.relay.CuttableRelay`, which the test cuts
+and restores, as a database restart or a network partition would do to it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,87 +13,19 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.conftest import BACKENDS, Server, start_server, stop_server
+from tests.conftest import Server
 from tests.integration.helpers import assert_error, create_job, sft_rows, upload, write_jsonl
 from tests.integration.test_fast_reads import answered
-
-
-class CuttableRelay:
-    """Relays TCP connections to `target` until cut; restored, it relays again."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.up = True
-        self.open: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            if not self.up:
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self.lock:
-                self.open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        self.up = False
-        with self.lock:
-            relayed, self.open = self.open, []
-        for s in relayed:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def restore(self) -> None:
-        self.up = True
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
+from tests.relay import CuttableRelay, relayed_server
 
 
 @pytest.fixture
 def relayed(tmp_path: Path, database_factory: Any) -> Iterator[tuple[Server, CuttableRelay]]:
-    if "postgres" not in BACKENDS:
-        pytest.skip("PostgreSQL is not among DASHTUNE_TEST_BACKENDS")
-    url = make_url(database_factory("postgres", tmp_path))
-    relay = CuttableRelay((url.host or "127.0.0.1", url.port or 5432))
-    via = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
-    srv = start_server(tmp_path / "srv", via, DASHTUNE_EXECUTOR="none", DASHTUNE_SERVING="false")
-    try:
-        yield srv, relay
-    finally:
-        stop_server(srv)
-        relay.close()
+    with relayed_server(
+        tmp_path, database_factory, DASHTUNE_EXECUTOR="none", DASHTUNE_SERVING="false"
+    ) as pair:
+        yield pair
 
 
 def until_ok(c: httpx.Client, path: str, timeout: float = 60) -> httpx.Response:

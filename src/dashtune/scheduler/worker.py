@@ -19,8 +19,12 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
 
 from dashtune.config import Settings
 from dashtune.domain import worker_exits
@@ -34,27 +38,57 @@ from dashtune.trainer.spec import TrainSpec
 
 class StoreReporter:
     """The trainer's `Reporter`, written to the store through the engine services. Each
-    write names the worker's attempt: one given up on (its node lost) changes nothing."""
+    write names the worker's attempt: one given up on (its node lost) changes nothing.
 
-    def __init__(self, rt: Runtime, job_id: str, attempt: int | None = None) -> None:
+    A write that cannot reach the database (an outage, a restart, a lock held past the
+    busy timeout) is tried again each second for `patience` seconds, the trainer waiting
+    in its callback meanwhile: a database back within that time costs the job a pause,
+    not a failure. Past it, the error ends the job as before."""
+
+    def __init__(
+        self, rt: Runtime, job_id: str, attempt: int | None = None, patience: float = 0.0
+    ) -> None:
         self.rt = rt
         self.job_id = job_id
         self.attempt = attempt
+        self.patience = patience
 
     def log(self, line: str) -> None:
-        engine.log(self.rt, self.job_id, [line])
+        self._write(engine.log, self.rt, self.job_id, [line])
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
-        engine.record_metrics(self.rt, self.job_id, step, values, self.attempt)
+        self._write(engine.record_metrics, self.rt, self.job_id, step, values, self.attempt)
 
     def progress(self, step: int, total_steps: int, eta_seconds: float | None) -> None:
-        engine.record_progress(self.rt, self.job_id, step, total_steps, eta_seconds, self.attempt)
+        self._write(
+            engine.record_progress,
+            self.rt,
+            self.job_id,
+            step,
+            total_steps,
+            eta_seconds,
+            self.attempt,
+        )
 
     def checkpoint(self, name: str, step: int, path: str, metrics: dict[str, float]) -> None:
-        engine.add_checkpoint(self.rt, self.job_id, name, step, path, metrics, self.attempt)
+        self._write(
+            engine.add_checkpoint, self.rt, self.job_id, name, step, path, metrics, self.attempt
+        )
 
     def checkpoint_removed(self, name: str) -> None:
-        engine.remove_checkpoint(self.rt, self.job_id, name, self.attempt)
+        self._write(engine.remove_checkpoint, self.rt, self.job_id, name, self.attempt)
+
+    def _write(self, write: Callable[..., object], *args: Any) -> None:
+        deadline = time.monotonic() + self.patience
+        while True:
+            try:
+                write(*args)
+                return
+            except OperationalError as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                print(f"{self.job_id}: the database is unreachable, retrying: {exc}", flush=True)
+                time.sleep(1)
 
 
 class SilentReporter:
@@ -204,7 +238,11 @@ def main(job_id: str) -> int:
         spec = build_spec(rt, job)
         from dashtune.trainer.run import train
 
-        reporter = StoreReporter(rt, job_id, attempt) if rank == 0 else SilentReporter()
+        reporter = (
+            StoreReporter(rt, job_id, attempt, patience=settings.heartbeat_timeout / 2)
+            if rank == 0
+            else SilentReporter()
+        )
         result = train(spec, reporter, threads=settings.worker_threads)
         if world > 1:  # each rank says where it stopped: all at the same step
             ended = " (canceled)" if result.canceled else ""
