@@ -272,14 +272,19 @@ def test_lost_node_retries_its_job_on_another_from_its_checkpoint(
     env = {**ray_env(ray_cluster), "DASHTUNE_MAX_ATTEMPTS": "3"}
     srv = start_server(data, url, **env)
     rt = srv.runtime()
+    pid: int | None = None
     try:
         with srv.http() as c:
             hp = {**BASE, **CASES["sft"], "n_epochs": 6}  # 96 steps, a checkpoint every 6
             hp.pop("training_type")
             fid = upload_rows(c, tmp_path, "t.jsonl", rows_for("sft", 72))
             victim, reference = (create(c, fid, **hp) for _ in "ab")
+            # A job is RUNNING from its claim, placed a moment later (the launch): a poll
+            # may see it RUNNING without `placement` yet.
             job = wait_for(
-                c, victim, lambda j: j["status"] == "RUNNING" and j["placement"]["nodes"]
+                c,
+                victim,
+                lambda j: j["status"] == "RUNNING" and (j.get("placement") or {}).get("nodes"),
             )
             [node_id] = job["placement"]["nodes"]
             pid = _wait_pid(c, victim)
@@ -325,8 +330,9 @@ def test_lost_node_retries_its_job_on_another_from_its_checkpoint(
     finally:
         rt.close()
         stop_server(srv)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)  # never left frozen, whatever failed
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # never left frozen, whatever failed
 
 
 def _ended(c: httpx.Client, job_id: str, srv: Server, timeout: float) -> dict[str, Any]:
