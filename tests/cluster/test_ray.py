@@ -279,8 +279,8 @@ def test_lost_node_retries_its_job_on_another_from_its_checkpoint(
             hp.pop("training_type")
             fid = upload_rows(c, tmp_path, "t.jsonl", rows_for("sft", 72))
             victim, reference = (create(c, fid, **hp) for _ in "ab")
-            # A job is RUNNING from its claim, placed a moment later (the launch): a poll
-            # may see it RUNNING without `placement` yet.
+            # A job is RUNNING from its claim; its placement has no nodes until the worker
+            # starts on one (older servers had no placement at all until the launch).
             job = wait_for(
                 c,
                 victim,

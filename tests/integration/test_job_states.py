@@ -44,15 +44,19 @@ def tenant(
 
 
 def claim(rt: Runtime, job_id: str) -> None:
-    """Let the engine claim the oldest queued job, which must be this one."""
-    job = engine.claim_next(rt, "test-host")
+    """Let the engine claim the oldest queued job, which must be this one, as a scheduler
+    of the local executor does (before launching it)."""
+    job = engine.claim_next(rt, "test-host", executor="local")
     assert job is not None and job.id == job_id, job
 
 
 def to_running(c: httpx.Client, rt: Runtime, job_id: str) -> None:
     wait_status(c, job_id, "QUEUING")
     claim(rt, job_id)
-    assert c.get(f"/fine-tunes/{job_id}").json()["output"]["status"] == "RUNNING"
+    job = c.get(f"/fine-tunes/{job_id}").json()["output"]
+    assert job["status"] == "RUNNING"
+    # Placed from the claim on, not yet on a node: the launch adds those.
+    assert job["placement"] == {"executor": "local", "nodes": [], "devices": [], "num_workers": 1}
 
 
 def test_job_without_engine_waits_in_queuing(

@@ -146,7 +146,7 @@ class Scheduler:
             return
         ex.enforce_cancels()
         while True:
-            job = engine.claim_next(rt, ex.host, self.id, ex.free_capacity())
+            job = engine.claim_next(rt, ex.host, self.id, ex.free_capacity(), ex.name)
             if job is None:
                 break
             ex.launch(job)

@@ -135,10 +135,16 @@ def _fail(s: Any, job: Job, code: str, message: str, traceback: str | None = Non
 
 
 def claim_next(
-    rt: Runtime, host: str, scheduler_id: str | None = None, fits: Fits | None = None
+    rt: Runtime,
+    host: str,
+    scheduler_id: str | None = None,
+    fits: Fits | None = None,
+    executor: str | None = None,
 ) -> Job | None:
     """Atomically take the oldest QUEUING job that `fits` now (SKIP LOCKED on PostgreSQL,
-    so several schedulers each claim a job once) and mark it RUNNING."""
+    so several schedulers each claim a job once) and mark it RUNNING. With `executor`, its
+    `placement` starts in the same transaction (no nodes yet; the launch adds them), so a
+    RUNNING job always says where it is placed, if only "not yet"."""
     with rt.db.read() as s:  # most ticks find nothing: no write lock for them
         if s.scalar(select(Job.id).where(Job.status == JobStatus.QUEUING.value).limit(1)) is None:
             return None
@@ -163,6 +169,14 @@ def claim_next(
         job.worker_pid = None
         job.paused_by = None
         job.attempts = max(job.attempts or 0, 1)
+        if executor is not None:
+            workers = int((job.resolved_hyper_parameters or {}).get("num_workers") or 1)
+            job.placement = {
+                "executor": executor,
+                "nodes": [],
+                "devices": [],
+                "num_workers": workers,
+            }
         started = f"Job started on {host}"
         if job.attempts > 1:
             started += f" (attempt {job.attempts} of {rt.settings.max_attempts})"
