@@ -105,7 +105,7 @@ def validate(rt: Runtime, job: Job) -> None:
 
         problem = readiness.problem(rt, job)
     with rt.db.write() as s:
-        fresh = s.get(Job, job.id, with_for_update=not rt.db.is_sqlite)
+        fresh = rt.db.locked(s, Job, job.id)
         if fresh is None or fresh.status != JobStatus.PENDING.value:
             return  # canceled or deleted meanwhile
         if problem:
@@ -187,7 +187,7 @@ def claim_next(
 def set_placement(rt: Runtime, job_id: str, placement: dict[str, Any]) -> None:
     """Where the job's workers run (the job object's `placement`): merged into what is known."""
     with rt.db.write() as s:
-        job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+        job = rt.db.locked(s, Job, job_id)
         if job is not None:
             job.placement = {**(job.placement or {}), **placement}
 
@@ -268,7 +268,7 @@ def take_orphans(rt: Runtime, scheduler_id: str, lease_seconds: float, host: str
 
 def set_worker(rt: Runtime, job_id: str, pid: int) -> None:
     with rt.db.write() as s:
-        job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+        job = rt.db.locked(s, Job, job_id)
         if job is not None:
             job.worker_pid = pid
             job.heartbeat_at = utcnow()
@@ -279,7 +279,7 @@ def heartbeat(rt: Runtime, job_id: str, attempt: int | None = None) -> str | Non
     A worker of an earlier `attempt` (its node was declared lost, yet it runs on) gets
     SUPERSEDED and marks nothing: the job is another worker's now."""
     with rt.db.write() as s:
-        job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+        job = rt.db.locked(s, Job, job_id)
         if job is None:
             return None
         if _superseded(job, attempt):
@@ -308,7 +308,7 @@ def record_metrics(
     rt: Runtime, job_id: str, step: int, values: dict[str, float], attempt: int | None = None
 ) -> None:
     with rt.db.write() as s:
-        job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+        job = rt.db.locked(s, Job, job_id)
         if job is None or _superseded(job, attempt):
             return
         s.add(JobMetric(job_id=job_id, step=step, values=values, created_at=utcnow()))
@@ -328,7 +328,7 @@ def record_progress(
     attempt: int | None = None,
 ) -> None:
     with rt.db.write() as s:
-        job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+        job = rt.db.locked(s, Job, job_id)
         if job is None or _superseded(job, attempt):
             return
         job.progress = min(1.0, step / total) if total else 0.0
@@ -347,7 +347,7 @@ def add_checkpoint(
     attempt: int | None = None,
 ) -> None:
     with rt.db.write() as s:
-        job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+        job = rt.db.locked(s, Job, job_id)
         if job is None or _superseded(job, attempt):
             return
         row = s.get(Checkpoint, (job_id, name))
@@ -397,7 +397,7 @@ def finish(rt: Runtime, job_id: str, outcome: Outcome) -> str | None:
     """Record how a worker ended: SUCCEEDED (and register the model), PAUSED, CANCELED or
     FAILED."""
     with rt.db.write() as s:
-        job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+        job = rt.db.locked(s, Job, job_id)
         if job is None or job.status not in LIVE:
             return job.status if job else None
         if _superseded(job, outcome.attempt):
@@ -507,7 +507,7 @@ def fail_lost(
     ended = []
     for job_id in candidates:
         with rt.db.write() as s:
-            job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+            job = rt.db.locked(s, Job, job_id)
             if job is None or job.status not in LIVE or not stale(job):
                 continue
             _end_lost(
@@ -540,7 +540,7 @@ def worker_exited(
     """The scheduler saw the worker process exit, or its node die (`why` says which node);
     a job it left live ends here, or is queued again to resume (`_end_lost`)."""
     with rt.db.write() as s:
-        job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+        job = rt.db.locked(s, Job, job_id)
         if job is None or job.status not in LIVE:
             return job.status if job else None
         told = exits.reason(returncode)
@@ -564,7 +564,7 @@ def worker_exited(
 def worker_failed(rt: Runtime, job_id: str, code: str, message: str) -> str | None:
     """The executor stopped a worker for a reason of its own (e.g. its memory limit)."""
     with rt.db.write() as s:
-        job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+        job = rt.db.locked(s, Job, job_id)
         if job is None or job.status not in LIVE:
             return job.status if job else None
         _end(s, job, code, message)
@@ -641,7 +641,7 @@ def _forget_after(s: Any, job: Job, step: int | None) -> None:
 def pause_live(rt: Runtime, job_id: str, by: str) -> bool:
     """Ask the worker of a RUNNING job to save a resume point and stop (e.g. on shutdown)."""
     with rt.db.write() as s:
-        job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+        job = rt.db.locked(s, Job, job_id)
         if job is None or job.status != JobStatus.RUNNING.value:
             return False
         _apply(job, Action.PAUSE)
@@ -663,7 +663,7 @@ def resume_after_shutdown(rt: Runtime, host: str) -> list[str]:
     resumed = []
     for job_id in paused:
         with rt.db.write() as s:
-            job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+            job = rt.db.locked(s, Job, job_id)
             if job is None or job.status != JobStatus.PAUSED.value or job.paused_by != SHUTDOWN:
                 continue
             _apply(job, Action.RESUME)
@@ -702,7 +702,7 @@ def run_exports(rt: Runtime) -> int:
             state = "FAILED"
             log(rt, job.id, [f"Export of {ckpt.name} failed: {exc}"])
         with rt.db.write() as s:
-            row = s.get(Checkpoint, (ckpt.job_id, ckpt.name), with_for_update=not rt.db.is_sqlite)
+            row = rt.db.locked(s, Checkpoint, (ckpt.job_id, ckpt.name))
             if row is None or row.status != "PROCESSING":
                 continue
             row.status = state

@@ -295,7 +295,7 @@ def get(rt: Runtime, who: Principal, job_id: str) -> Job:
 def _locked(rt: Runtime, s: Session, who: Principal, job_id: str) -> Job:
     """The caller's job, locked for this write (a row lock on PostgreSQL; SQLite's write
     transaction already is one); another workspace's job is NotFound, as a missing one."""
-    job = s.get(Job, job_id, with_for_update=not rt.db.is_sqlite)
+    job = rt.db.locked(s, Job, job_id)
     if job is None or job.workspace_id != who.workspace_id:
         raise NotFound(f"Fine-tune job '{job_id}' not found.")
     return job

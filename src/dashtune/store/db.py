@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dashtune.domain.errors import InsufficientStorage
 from dashtune.domain.worker_exits import is_disk_full
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -79,6 +81,12 @@ class Database:
                 # Detach first: a rollback would expire what the caller goes on reading.
                 session.expunge_all()
                 session.rollback()
+
+    def locked(self, session: Session, entity: type[T], key: Any) -> T | None:
+        """`session.get`, the row locked for the rest of the transaction on PostgreSQL
+        (SELECT ... FOR UPDATE); on SQLite a `write()` transaction (BEGIN IMMEDIATE)
+        already keeps every other writer out."""
+        return session.get(entity, key, with_for_update=not self.is_sqlite)
 
     @contextmanager
     def read_rows(self) -> Iterator[Connection]:
