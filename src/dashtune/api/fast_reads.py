@@ -25,26 +25,27 @@ any other route or method. The routes in `fine_tunes.py` stay the documented one
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 from urllib.parse import parse_qsl
 
 from anyio import to_thread
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dashtune.api.access_log import AccessLog
 from dashtune.api.metrics import HttpMetrics
 from dashtune.api.paging import MAX_PAGE_NO, MAX_PAGE_SIZE
 from dashtune.api.views import job_view
+from dashtune.domain.errors import InvalidApiKey
 from dashtune.domain.ids import hash_api_key
 from dashtune.services import job_reads
 from dashtune.services.principal_cache import PrincipalCache
 from dashtune.services.runtime import Runtime
-from dashtune.services.tenancy import Principal
+from dashtune.services.tenancy import Principal, bearer_key
 from dashtune.store.driver_reads import DriverReads
 
 PREFIX = "/api/v1/fine-tunes"
@@ -132,9 +133,11 @@ class FastReads:
                     authorization = value.decode("latin-1")
             elif name == b"x-dashscope-workspace" and workspace is None:
                 workspace = value.decode("latin-1")
-        if authorization is None or authorization[:7].lower() != "bearer ":
-            return None
-        return self.principals.get(hash_api_key(authorization[7:].strip()), workspace)
+        try:
+            key = bearer_key(authorization)
+        except InvalidApiKey:
+            return None  # the route answers 401
+        return self.principals.get(hash_api_key(key), workspace)
 
     async def _output(self, who: Principal, job_id: str, query: ListQuery | None) -> bytes:
         """The JSON of what `fine_tunes.get_job` or `fine_tunes.list_jobs` answers as
@@ -196,19 +199,13 @@ class RenderedJobs:
 
 
 def render_job(row: job_reads.JobRow, data_dir: Path) -> bytes:
-    """The job's view as `JSONResponse` encodes it; the checked view (values that are not
-    strict JSON replaced) when the plain one does not encode, as `envelope.ok` falls back."""
+    """The job's view encoded by `JSONResponse`, as the routes' bodies are; the checked
+    view (values that are not strict JSON replaced) when the plain one does not encode,
+    as `envelope.ok` falls back."""
     try:
-        return dumps(job_view(row, data_dir, checked=False))
+        return bytes(JSONResponse(job_view(row, data_dir, checked=False)).body)
     except (ValueError, UnicodeEncodeError):
-        return dumps(job_view(row, data_dir))
-
-
-def dumps(value: Any) -> bytes:
-    """Starlette's `JSONResponse.render`."""
-    return json.dumps(
-        value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
+        return bytes(JSONResponse(job_view(row, data_dir)).body)
 
 
 def hot_read(scope: Scope) -> tuple[str, str, ListQuery | None] | None:

@@ -79,16 +79,7 @@ class StoreReporter:
         self._write(engine.remove_checkpoint, self.rt, self.job_id, name, self.attempt)
 
     def _write(self, write: Callable[..., object], *args: Any) -> None:
-        deadline = time.monotonic() + self.patience
-        while True:
-            try:
-                write(*args)
-                return
-            except OperationalError as exc:
-                if time.monotonic() >= deadline:
-                    raise
-                print(f"{self.job_id}: the database is unreachable, retrying: {exc}", flush=True)
-                time.sleep(1)
+        retrying(self.patience, OperationalError, write, *args)
 
 
 class SilentReporter:
@@ -283,17 +274,30 @@ def main(job_id: str) -> int:
 
 def record(rt: Runtime, job_id: str, outcome: engine.Outcome, patience: float) -> int:
     """Write the outcome, retrying for `patience` seconds; the exit code says what failed."""
+    try:
+        retrying(patience, Exception, engine.finish, rt, job_id, outcome)
+        return 0
+    except Exception as exc:  # the database is down or its disk is full
+        print(f"could not record the outcome of {job_id}: {exc}", file=sys.stderr)
+        if worker_exits.is_disk_full(exc) or outcome.code == "DiskFull":
+            return worker_exits.DISK_FULL
+        return worker_exits.STORE_UNREACHABLE
+
+
+def retrying(
+    patience: float, errors: type[Exception], write: Callable[..., object], *args: Any
+) -> None:
+    """`write(*args)`, tried again each second while it raises `errors`, for `patience`
+    seconds; then the last error goes to the caller."""
     deadline = time.monotonic() + patience
     while True:
         try:
-            engine.finish(rt, job_id, outcome)
-            return 0
-        except Exception as exc:  # the database is down or its disk is full
+            write(*args)
+            return
+        except errors as exc:
             if time.monotonic() >= deadline:
-                print(f"could not record the outcome of {job_id}: {exc}", file=sys.stderr)
-                if worker_exits.is_disk_full(exc) or outcome.code == "DiskFull":
-                    return worker_exits.DISK_FULL
-                return worker_exits.STORE_UNREACHABLE
+                raise
+            print(f"a store write failed, retrying: {exc}", flush=True)
             time.sleep(1)
 
 

@@ -195,8 +195,7 @@ def set_placement(rt: Runtime, job_id: str, placement: dict[str, Any]) -> None:
 def add_placement_node(rt: Runtime, job_id: str, node: str) -> None:
     """A data-parallel worker says which node it runs on (row-locked: ranks race)."""
     with rt.db.write() as s:
-        q = select(Job).where(Job.id == job_id)
-        job = s.scalars(q if rt.db.is_sqlite else q.with_for_update()).first()
+        job = rt.db.locked(s, Job, job_id)
         if job is not None:
             placement = dict(job.placement or {})
             nodes = list(placement.get("nodes") or [])
